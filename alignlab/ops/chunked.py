@@ -1,0 +1,244 @@
+"""Sequence statistics from final hidden states and the lm_head weight, in chunks of tokens.
+
+The plain path materialises [B, T, V] fp32 logits (several copies once log_softmax, the reference's softmax and
+the KL temporaries are alive, and again for backward). Here:
+
+1. masked positions are dropped first: only the N scored tokens (response tokens, shifted) are kept as [N, H];
+2. the vocabulary projection runs over chunks of `chunk_size` tokens, one [chunk, V] fp32 tile at a time, emitting
+   per-token log pi(y), forward KL(pi_ref || pi_theta) and, without gradient, the reference log-prob, entropy and
+   reverse KL;
+3. backward recomputes each chunk's logits and forms the logit gradient in closed form
+   (shared/reference token_ops.md §2, §6):
+       grad_z = g_lp * (onehot(y) - p) + g_kl * (p - q)
+   with g_lp, g_kl the per-token upstream gradients autograd hands back, so any sequence-level loss works.
+   A chunk whose KL gradient is exactly zero (TDPO2's stop-gradient chosen rows) skips the reference recompute.
+4. per-token outputs are summed into per-sequence statistics by row index.
+
+`plain_sequence_stats` has the same signature and computes the same statistics from full logits; it is the
+reference the chunked path is tested against (values and gradients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from alignlab.ops.token_stats import sequence_entropy, shift_labels, token_kl, token_logps
+
+
+@dataclass
+class SequenceStats:
+    """Per-sequence statistics over scored positions; every field is [B] except `token_logps` [B, T-1].
+
+    `kl` is the forward sum_t KL(pi_ref || pi_theta), `reverse_kl` the reverse sum_t KL(pi_theta || pi_ref),
+    `entropy` the sum of the policy's predictive entropy (nats); fields not requested are None.
+    """
+
+    logps: Tensor
+    lengths: Tensor
+    ref_logps: Tensor | None = None
+    kl: Tensor | None = None
+    reverse_kl: Tensor | None = None
+    entropy: Tensor | None = None
+    token_logps: Tensor | None = None
+
+
+def _logits(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    z = h @ weight.t()
+    if bias is not None:
+        z = z + bias
+    return z if z.dtype == torch.float64 else z.float()  # matmul in the model dtype, softmax statistics in fp32+
+
+
+def _stat_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+class _LinearTokenStats(torch.autograd.Function):
+    """Per-token (lp, kl, ref_lp, entropy, reverse_kl) [N] from h [N, H], W [V, H]; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, chunk_size, want):  # noqa: D102
+        want_kl, want_rkl, want_ent = want
+        n = hidden.shape[0]
+        zeros = hidden.new_zeros(n, dtype=_stat_dtype(hidden))
+        lp, kl, ref_lp, ent, rkl = (zeros.clone() for _ in range(5))
+        has_ref = ref_hidden is not None
+        for s in range(0, n, chunk_size):
+            e = min(s + chunk_size, n)
+            z = _logits(hidden[s:e], weight, bias)
+            log_p = z - torch.logsumexp(z, dim=-1, keepdim=True)
+            del z
+            y = targets[s:e].unsqueeze(-1)
+            lp[s:e] = log_p.gather(-1, y).squeeze(-1)
+            if want_ent or want_rkl:
+                p = log_p.exp()
+                if want_ent:
+                    ent[s:e] = -(p * log_p).sum(-1)
+            if has_ref:
+                zr = _logits(ref_hidden[s:e], ref_weight, ref_bias)
+                log_q = zr - torch.logsumexp(zr, dim=-1, keepdim=True)
+                del zr
+                ref_lp[s:e] = log_q.gather(-1, y).squeeze(-1)
+                if want_kl:
+                    kl[s:e] = (log_q.exp() * (log_q - log_p)).sum(-1)
+                if want_rkl:
+                    rkl[s:e] = (p * (log_p - log_q)).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias)
+        ctx.chunk_size = chunk_size
+        ctx.mark_non_differentiable(ref_lp, ent, rkl)
+        return lp, kl, ref_lp, ent, rkl
+
+    @staticmethod
+    def backward(ctx, g_lp, g_kl, _g_ref, _g_ent, _g_rkl):  # noqa: D102
+        hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        n = hidden.shape[0]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        acc = _stat_dtype(hidden)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        grad_b = torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if need_b else None
+        if g_lp is None:
+            g_lp = hidden.new_zeros(n, dtype=acc)
+        for s in range(0, n, ctx.chunk_size):
+            e = min(s + ctx.chunk_size, n)
+            z = _logits(hidden[s:e], weight, bias)
+            p = torch.softmax(z, dim=-1)
+            del z
+            a = g_lp[s:e].to(acc)
+            b = g_kl[s:e].to(acc) if g_kl is not None else None
+            if b is not None and bool((b != 0).any()):
+                q = torch.softmax(_logits(ref_hidden[s:e], ref_weight, ref_bias), dim=-1)
+                grad_z = p.mul_((b - a).unsqueeze(-1)).sub_(q.mul_(b.unsqueeze(-1)))
+                del q
+            else:
+                grad_z = p.mul_(-a.unsqueeze(-1))
+            grad_z.scatter_add_(-1, targets[s:e].unsqueeze(-1), a.unsqueeze(-1))
+            if need_h:
+                grad_h[s:e] = grad_z.to(weight.dtype) @ weight
+            if need_w:
+                grad_w.addmm_(grad_z.t(), hidden[s:e].to(acc))
+            if need_b:
+                grad_b += grad_z.sum(0)
+            del grad_z
+        return (
+            grad_h,
+            grad_w.to(weight.dtype) if need_w else None,
+            grad_b.to(bias.dtype) if need_b else None,
+            None, None, None, None, None, None,
+        )
+
+
+def _flatten_scored(hidden: Tensor, mask: Tensor) -> Tensor:
+    return hidden[:, :-1][mask]
+
+
+def chunked_sequence_stats(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    *,
+    bias: Tensor | None = None,
+    ref_hidden: Tensor | None = None,
+    ref_weight: Tensor | None = None,
+    ref_bias: Tensor | None = None,
+    ignore_index: int = -100,
+    chunk_size: int = 1024,
+    kl: bool = False,
+    reverse_kl: bool = False,
+    entropy: bool = False,
+    return_token_logps: bool = False,
+) -> SequenceStats:
+    """Per-sequence statistics from hidden states, never holding more than one [chunk_size, V] tile.
+
+    hidden [B, T, H] (final hidden states, after the final norm), weight [V, H] (lm_head), labels [B, T]
+    (HF-aligned, ignore_index on unscored positions); ref_* the reference model's, needed for `ref_logps`, `kl`
+    (forward, ref||policy) and `reverse_kl`. Gradients flow to hidden, weight and bias through `logps`, `kl` and
+    `token_logps`; `ref_logps`, `reverse_kl` and `entropy` are computed without gradient.
+    """
+    if (kl or reverse_kl) and ref_hidden is None:
+        raise ValueError("kl / reverse_kl need ref_hidden and ref_weight")
+    if ref_hidden is not None and ref_weight is None:
+        raise ValueError("ref_hidden given without ref_weight")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    targets, mask = shift_labels(labels, ignore_index=ignore_index)
+    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(mask)[mask]
+    h = _flatten_scored(hidden, mask)
+    h_ref = _flatten_scored(ref_hidden, mask) if ref_hidden is not None else None
+    lp, tok_kl, ref_lp, ent, rkl = _LinearTokenStats.apply(
+        h, weight, bias, targets[mask], h_ref, ref_weight, ref_bias, chunk_size, (kl, reverse_kl, entropy)
+    )
+    batch = labels.shape[0]
+
+    def per_row(x: Tensor) -> Tensor:
+        return torch.zeros(batch, dtype=x.dtype, device=x.device).index_add(0, rows, x)
+
+    token_lp = None
+    if return_token_logps:
+        token_lp = torch.zeros(mask.shape, dtype=lp.dtype, device=lp.device).masked_scatter(mask, lp)
+    has_ref = ref_hidden is not None
+    return SequenceStats(
+        logps=per_row(lp),
+        lengths=mask.sum(-1),
+        ref_logps=per_row(ref_lp) if has_ref else None,
+        kl=per_row(tok_kl) if kl else None,
+        reverse_kl=per_row(rkl) if reverse_kl else None,
+        entropy=per_row(ent) if entropy else None,
+        token_logps=token_lp,
+    )
+
+
+def plain_sequence_stats(
+    hidden: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    *,
+    bias: Tensor | None = None,
+    ref_hidden: Tensor | None = None,
+    ref_weight: Tensor | None = None,
+    ref_bias: Tensor | None = None,
+    ignore_index: int = -100,
+    chunk_size: int = 1024,
+    kl: bool = False,
+    reverse_kl: bool = False,
+    entropy: bool = False,
+    return_token_logps: bool = False,
+) -> SequenceStats:
+    """The reference for `chunked_sequence_stats` (same signature; `chunk_size` unused): full [B, T, V] logits."""
+    if (kl or reverse_kl) and ref_hidden is None:
+        raise ValueError("kl / reverse_kl need ref_hidden and ref_weight")
+    del chunk_size
+    logits = _logits(hidden, weight, bias)
+    _, mask = shift_labels(labels, ignore_index=ignore_index)
+    lp, _ = token_logps(logits, labels, ignore_index=ignore_index)
+    out = SequenceStats(logps=lp.sum(-1), lengths=mask.sum(-1), token_logps=lp if return_token_logps else None)
+    if ref_hidden is not None:
+        with torch.no_grad():
+            ref_logits = _logits(ref_hidden, ref_weight, ref_bias)
+            out.ref_logps = token_logps(ref_logits, labels, ignore_index=ignore_index)[0].sum(-1)
+        if kl:
+            out.kl = (token_kl(logits[:, :-1], ref_logits[:, :-1], direction="ref||policy") * mask).sum(-1)
+        if reverse_kl:
+            with torch.no_grad():
+                rev = token_kl(logits[:, :-1], ref_logits[:, :-1], direction="policy||ref")
+            out.reverse_kl = (rev * mask).sum(-1)
+    if entropy:
+        with torch.no_grad():
+            out.entropy = sequence_entropy(logits, labels, ignore_index=ignore_index, average=False)
+    return out
+
+
+@torch.no_grad()
+def chunked_argmax(hidden: Tensor, weight: Tensor, *, bias: Tensor | None = None, chunk_size: int = 1024) -> Tensor:
+    """Greedy next-token guess at every position without full logits: hidden [B, T, H], weight [V, H] -> [B, T]."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    out = torch.empty(flat.shape[0], dtype=torch.long, device=hidden.device)
+    for s in range(0, flat.shape[0], chunk_size):
+        out[s : s + chunk_size] = _logits(flat[s : s + chunk_size], weight, bias).argmax(-1)
+    return out.view(hidden.shape[:-1])
+
+
+__all__ = ["SequenceStats", "chunked_argmax", "chunked_sequence_stats", "plain_sequence_stats"]
