@@ -1,0 +1,71 @@
+"""Collation: right-padded training batches (data.md §6-7, token_ops.md §1).
+
+Padding: ids with ``pad_token_id``, attention_mask with 0, labels with -100. Labels come from the unpadded
+examples, so padding never changes which tokens are scored, and a genuine EOS keeps its label when pad == EOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from alignlab.data.tokenization import IGNORE_INDEX
+
+
+def _padded_length(lengths: Sequence[int], pad_to_multiple_of: int | None) -> int:
+    t = max(lengths)
+    if pad_to_multiple_of is not None:
+        if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
+        t = -(-t // pad_to_multiple_of) * pad_to_multiple_of
+    return t
+
+
+def _pad(rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int, t: int) -> dict[str, torch.Tensor]:
+    n = len(rows)
+    input_ids = torch.full((n, t), int(pad_token_id), dtype=torch.long)
+    attention_mask = torch.zeros((n, t), dtype=torch.long)
+    labels = torch.full((n, t), IGNORE_INDEX, dtype=torch.long)
+    for i, (ids, lab) in enumerate(rows):
+        if len(ids) != len(lab):
+            raise ValueError(f"row {i}: input_ids and labels differ in length ({len(ids)} vs {len(lab)})")
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, : len(ids)] = 1
+        labels[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def collate_preference(
+    examples: Sequence[dict[str, Any]], pad_token_id: int, *, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Stack B preference examples into one right-padded batch of 2B rows.
+
+    Rows 0..B-1 are chosen_1..B, rows B..2B-1 are rejected_1..B, all padded to one length T (the longest row,
+    rounded up to ``pad_to_multiple_of``). Returns ``input_ids`` [2B, T] long, ``attention_mask`` [2B, T]
+    long, ``labels`` [2B, T] long (-100 on prompt and padding), ``index`` [B] long, and ``alpha`` [B] float32
+    when every example carries one.
+    """
+    if not examples:
+        raise ValueError("collate_preference needs at least one example")
+    rows = [(e["chosen_input_ids"], e["chosen_labels"]) for e in examples]
+    rows += [(e["rejected_input_ids"], e["rejected_labels"]) for e in examples]
+    batch = _pad(rows, pad_token_id, _padded_length([len(r[0]) for r in rows], pad_to_multiple_of))
+    batch["index"] = torch.tensor([e["index"] for e in examples], dtype=torch.long)
+    if all("alpha" in e for e in examples):
+        batch["alpha"] = torch.tensor([e["alpha"] for e in examples], dtype=torch.float32)
+    return batch
+
+
+def collate_sft(
+    examples: Sequence[dict[str, Any]], pad_token_id: int, *, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-padded SFT batch: ``input_ids``, ``attention_mask``, ``labels`` [B, T] long, ``index`` [B]
+    long."""
+    if not examples:
+        raise ValueError("collate_sft needs at least one example")
+    rows = [(e["input_ids"], e["labels"]) for e in examples]
+    batch = _pad(rows, pad_token_id, _padded_length([len(r[0]) for r in rows], pad_to_multiple_of))
+    batch["index"] = torch.tensor([e["index"] for e in examples], dtype=torch.long)
+    return batch

@@ -1,0 +1,126 @@
+"""High-level entry points: source -> validated records -> tokenized examples + DataReport."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alignlab.data.report import DataReport
+from alignlab.data.tokenization import check_lengths, eos_token_id, tokenize_preference, tokenize_sft
+from alignlab.data.validate import data_error, load_and_normalize
+from alignlab.errors import DataError
+
+
+def load_preference_data(
+    source: Any,
+    tokenizer: Any,
+    *,
+    split: str = "train",
+    columns: dict[str, str] | None = None,
+    format: str = "auto",
+    max_length: int = 512,
+    max_prompt_length: int = 256,
+    prompt_truncation: str = "keep_end",
+    response_truncation: str = "truncate",
+    shuffle_seed: int | None = None,
+    limit: int | None = None,
+    data_files: Any = None,
+) -> tuple[list[dict[str, Any]], DataReport]:
+    """Load, validate and tokenize preference pairs.
+
+    Every record is validated before anything is tokenized; any invalid record raises one DataError (first
+    error + "(and N more errors)", all of them on ``.errors``). Returns (examples, report); each example is
+    ``{"prompt_input_ids", "chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels":
+    list[int], "index": int, "eos_dropped": bool}`` plus ``"alpha"`` / ``"votes"`` when the record has them
+    and ``"pair"`` (chosen, rejected response positions) for ranking records. *_input_ids are full sequences
+    (prompt + response), labels are aligned and -100 on the prompt.
+    """
+    check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
+    eos_token_id(tokenizer)
+    result, n = load_and_normalize(
+        source,
+        split=split,
+        columns=columns,
+        format=format,
+        data_files=data_files,
+        task="preference",
+        shuffle_seed=shuffle_seed,
+        limit=limit,
+    )
+    if result.errors:
+        raise data_error(result.errors)
+    if not result.items:
+        raise DataError(f"{source}: no preference pairs (split '{split}')")
+    report = DataReport(
+        format=result.format,
+        n_records=n,
+        n_identical_pairs=result.n_identical_pairs,
+        warnings=list(result.warnings),
+    )
+    examples = tokenize_preference(
+        result.items,
+        tokenizer,
+        report,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        prompt_truncation=prompt_truncation,
+        response_truncation=response_truncation,
+    )
+    return examples, report
+
+
+def load_sft_data(
+    source: Any,
+    tokenizer: Any,
+    *,
+    split: str = "train",
+    columns: dict[str, str] | None = None,
+    format: str = "auto",
+    max_length: int = 512,
+    max_prompt_length: int = 256,
+    prompt_truncation: str = "keep_end",
+    response_truncation: str = "truncate",
+    sft_turns: str = "all",
+    shuffle_seed: int | None = None,
+    limit: int | None = None,
+    data_files: Any = None,
+) -> tuple[list[dict[str, Any]], DataReport]:
+    """Load, validate and tokenize SFT data; preference data trains on its chosen side (ranking: best
+    response).
+
+    Returns (examples, report); each example is ``{"input_ids", "labels": list[int], "index": int,
+    "eos_dropped": bool}``. Validation happens before tokenization, as in load_preference_data.
+    """
+    check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
+    eos_token_id(tokenizer)
+    result, n = load_and_normalize(
+        source,
+        split=split,
+        columns=columns,
+        format=format,
+        data_files=data_files,
+        task="sft",
+        sft_turns=sft_turns,
+        shuffle_seed=shuffle_seed,
+        limit=limit,
+    )
+    if result.errors:
+        raise data_error(result.errors)
+    if not result.items:
+        raise DataError(f"{source}: no SFT examples (split '{split}')")
+    report = DataReport(
+        format=result.format,
+        n_records=n,
+        n_identical_pairs=result.n_identical_pairs,
+        warnings=list(result.warnings),
+    )
+    examples = tokenize_sft(
+        result.items,
+        tokenizer,
+        report,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        prompt_truncation=prompt_truncation,
+        response_truncation=response_truncation,
+        sft_turns=sft_turns,
+    )
+    return examples, report

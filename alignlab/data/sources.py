@@ -1,0 +1,214 @@
+"""Loading raw records from local files or `datasets`, keeping where each record came from.
+
+Sources
+- a local ``.jsonl`` file (one JSON object per line; blank lines are skipped), a ``.json`` file (an array of
+  objects, or ``{"data": [...]}``) or a ``.parquet`` file. A file is one split: ``split`` is not used for it.
+- a local directory holding ``<split>.jsonl`` / ``<split>.json`` / ``<split>.parquet``: ``split`` picks the
+  file.
+- a directory written by ``datasets``' ``save_to_disk``: read with ``datasets.load_from_disk`` (``split``
+  picks the split of a DatasetDict).
+- anything else (a hub name, a loading-script path, a builder name such as ``"json"`` with ``data_files=``, a
+  directory of data files without ``<split>.*`` names) goes to ``datasets.load_dataset(source, split=split,
+  data_files=data_files)``.
+- a list of dicts (in-memory records, mostly for tests and notebooks).
+
+Local files are read here, not through ``datasets``, so that every record keeps its provenance: the path and
+the 1-based line number for JSONL (``data/train.jsonl line 12``), the 0-based record index for JSON, Parquet
+and ``datasets`` sources (``data/train.parquet record 11``). Lines that are not valid UTF-8 or not valid JSON
+do not raise here: they become one-line errors returned next to the records, so that validation reports all
+problems of a file at once.
+
+Order: records are read in file order, then shuffled with ``random.Random(shuffle_seed)`` if a seed is given,
+then cut to the first ``limit``. ``Record.index`` is the record's position in the source (before shuffling),
+so it is stable across seeds and limits.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignlab.errors import ConfigError, DataError
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw record: its fields, its 0-based position in the source and a human-readable location."""
+
+    data: dict[str, Any]
+    index: int
+    where: str  # e.g. "data/train.jsonl line 12" or "data/train.parquet record 11"
+
+
+def _jsonl_records(path: Path) -> tuple[list[Record], list[str]]:
+    records: list[Record] = []
+    errors: list[str] = []
+    raw = path.read_bytes()
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        where = f"{path} line {lineno}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            errors.append(f"{where}: not valid UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1})")
+            continue
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            errors.append(f"{where}: malformed JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(obj, dict):
+            errors.append(f"{where}: expected a JSON object, got {_json_type(obj)}")
+            continue
+        records.append(Record(obj, len(records), where))
+    return records, errors
+
+
+def _json_records(path: Path) -> tuple[list[Record], list[str]]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        return [], [f"{path} line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {column})"]
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        return [], [f"{path} line {e.lineno}: malformed JSON ({e.msg} at column {e.colno})"]
+    if isinstance(obj, dict) and isinstance(obj.get("data"), list):
+        obj = obj["data"]
+    if not isinstance(obj, list):
+        return [], [f'{path}: expected a JSON array of objects or {{"data": [...]}}, got {_json_type(obj)}']
+    return _from_dicts(obj, str(path))
+
+
+def _parquet_records(path: Path) -> tuple[list[Record], list[str]]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, ValueError) as e:  # pyarrow: ArrowIOError (OSError), ArrowInvalid (ValueError)
+        return [], [f"{path}: cannot read Parquet ({type(e).__name__}: {str(e).splitlines()[0]})"]
+    return _from_dicts(rows, str(path))
+
+
+def _from_dicts(rows: Sequence[Any], name: str) -> tuple[list[Record], list[str]]:
+    records: list[Record] = []
+    errors: list[str] = []
+    for i, row in enumerate(rows):
+        if isinstance(row, Mapping):
+            records.append(Record(dict(row), i, f"{name} record {i}"))
+        else:
+            errors.append(f"{name} record {i}: expected an object, got {_json_type(row)}")
+    return records, errors
+
+
+def _json_type(obj: Any) -> str:
+    return {dict: "object", list: "list", type(None): "null"}.get(type(obj), type(obj).__name__)
+
+
+def _read_local_file(path: Path) -> tuple[list[Record], list[str]]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _jsonl_records(path)
+    if suffix == ".json":
+        return _json_records(path)
+    if suffix == ".parquet":
+        return _parquet_records(path)
+    raise ConfigError(f"{path}: unsupported data file type '{suffix}' (use .jsonl, .json or .parquet)")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _read_datasets(source: str, split: str, data_files: Any) -> tuple[list[Record], list[str]]:
+    import datasets
+
+    path = Path(source)
+    if path.is_dir() and _is_saved_dataset(path):
+        if data_files is not None:
+            raise ConfigError(
+                f"{source}: data_files= cannot be used with a directory written by save_to_disk"
+            )
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ConfigError(f"{source}: no split '{split}' (available: {', '.join(ds.keys())})")
+            ds = ds[split]
+    else:
+        try:
+            ds = datasets.load_dataset(source, split=split, data_files=data_files)
+        except (OSError, ValueError) as e:  # not found, offline hub, bad data_files
+            raise DataError(
+                f"{source}: cannot load with datasets.load_dataset ({str(e).splitlines()[0]})"
+            ) from e
+    return _from_dicts(ds.to_list(), f"{source}[{split}]")
+
+
+def read_records(
+    source: str | Path | Sequence[Mapping[str, Any]],
+    *,
+    split: str = "train",
+    data_files: Any = None,
+    shuffle_seed: int | None = None,
+    limit: int | None = None,
+) -> tuple[list[Record], list[str]]:
+    """Read raw records and the one-line errors of unreadable lines (malformed JSON, bad UTF-8).
+
+    Returns (records, errors). Records are in source order, then shuffled with ``shuffle_seed`` (if not None),
+    then cut to ``limit`` (if not None). ``data_files`` is passed to ``datasets.load_dataset`` and is rejected
+    for local files and directories, which name their files themselves.
+    """
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"limit must be a non-negative integer, got {limit!r}")
+    if shuffle_seed is not None and not isinstance(shuffle_seed, int):
+        raise ConfigError(f"shuffle_seed must be an integer or None, got {shuffle_seed!r}")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        local_dir_file = None
+        if path.is_dir():
+            candidates = [path / f"{split}{suffix}" for suffix in LOCAL_SUFFIXES]
+            found = [p for p in candidates if p.is_file()]
+            if len(found) > 1:
+                raise ConfigError(
+                    f"{path}: several files for split '{split}': {', '.join(p.name for p in found)}"
+                )
+            local_dir_file = found[0] if found else None
+        if path.is_file() or local_dir_file is not None:
+            if data_files is not None:
+                raise ConfigError(
+                    f"{source}: data_files= is only for datasets.load_dataset sources, not local files"
+                )
+            if local_dir_file is None and split not in ("train", path.stem):
+                raise ConfigError(
+                    f"{source}: a single file is one split, so split='{split}' cannot be selected "
+                    f"(pass a directory holding {split}.jsonl, or the file of that split)"
+                )
+            records, errors = _read_local_file(local_dir_file or path)
+        elif path.suffix.lower() in LOCAL_SUFFIXES and not path.exists():
+            raise DataError(f"{source}: file not found")
+        else:
+            records, errors = _read_datasets(str(source), split, data_files)
+    elif isinstance(source, Sequence):
+        if data_files is not None:
+            raise ConfigError("data_files= is only for datasets.load_dataset sources, not in-memory records")
+        if split != "train":
+            raise ConfigError(f"in-memory records are one split, so split='{split}' cannot be selected")
+        records, errors = _from_dicts(source, "<records>")
+    else:
+        raise ConfigError(f"unsupported data source of type {type(source).__name__}")
+
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(records)
+    if limit is not None:
+        records = records[:limit]
+    return records, errors
