@@ -1,0 +1,305 @@
+"""Training configuration: every key a recipe or the command line can set, documented in one place.
+
+A recipe is a YAML mapping of these keys; `key=value` overrides on the command line are parsed as YAML scalars.
+Unknown keys and unsupported combinations raise ConfigError naming the key; nothing is silently ignored.
+`alignlab train --list-keys` prints this table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignlab.errors import ConfigError
+
+PAIR_METHODS = ("dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "orpo")
+SEQUENCE_METHODS = ("sft", "ift")
+METHODS = SEQUENCE_METHODS + PAIR_METHODS
+REFERENCE_METHODS = ("dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2")
+DPO_FAMILY = ("dpo", "ipo", "cdpo", "fdpo")
+
+# The papers' defaults (shared/reference losses.md): beta per method.
+DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "cdpo": 0.1, "fdpo": 0.1, "tdpo1": 0.1, "tdpo2": 0.1, "simpo": 2.0}
+
+
+def _key(default: Any, help: str, choices: tuple | None = None) -> Any:
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    method: str = _key("tdpo2", "training method", METHODS)
+    model: str = _key("alignlab/tiny-llama", "policy: built-in name, local path or Hugging Face id")
+    ref_model: str | None = _key(None, "reference model (default: the initial policy)")
+    tokenizer: str | None = _key(None, "tokenizer (default: the model's)")
+    seed: int = _key(0, "seed for data order, initialisation of built-in models and dropout")
+    # data
+    train_data: str | None = _key(None, "training data: file, directory or datasets name (default: bundled samples)")
+    train_split: str = _key("train", "split of train_data")
+    eval_data: str | None = _key(None, "held-out data (default: eval_fraction of train_data)")
+    eval_split: str = _key("test", "split of eval_data")
+    eval_fraction: float = _key(0.1, "fraction of train_data held out when eval_data is not given (0: no eval)")
+    data_format: str = _key("auto", "data format (auto-detected by default)",
+                            ("auto", "standard", "conversational", "implicit", "hh", "prompt_completion",
+                             "messages", "text"))
+    columns: dict = _key({}, "column renames, canonical -> source name, e.g. {prompt: question}")
+    max_length: int = _key(512, "max tokens of prompt + response")
+    max_prompt_length: int = _key(256, "max prompt tokens when a pair is too long")
+    prompt_truncation: str = _key("keep_end", "which end of a long prompt is kept", ("keep_end", "keep_start"))
+    response_truncation: str = _key("truncate", "long responses: cut at the end, or drop the example",
+                                    ("truncate", "drop_example"))
+    sft_turns: str = _key("all", "messages data: train all assistant turns or the last", ("all", "last"))
+    limit: int | None = _key(None, "use only the first N records (after shuffling)")
+    # batching and schedule
+    micro_batch_size: int = _key(8, "pairs (or sequences) per process per forward")
+    gradient_accumulation_steps: int = _key(1, "micro-batches per optimizer step")
+    epochs: float = _key(1.0, "passes over the training data (fractional allowed)")
+    max_steps: int | None = _key(None, "stop after this many optimizer steps (overrides epochs)")
+    optimizer: str = _key("adamw", "optimizer", ("adamw", "rmsprop"))
+    learning_rate: float = _key(5e-6, "peak learning rate")
+    weight_decay: float = _key(0.0, "decoupled weight decay (adamw) / L2 (rmsprop)")
+    adam_betas: list = _key([0.9, 0.999], "AdamW betas")
+    rmsprop_alpha: float = _key(0.99, "RMSprop smoothing constant")
+    optimizer_eps: float = _key(1e-8, "optimizer epsilon")
+    lr_scheduler: str = _key("linear", "schedule after warmup", ("constant", "linear", "cosine"))
+    warmup_steps: int = _key(0, "linear warmup in optimizer steps")
+    warmup_ratio: float = _key(0.0, "warmup as a fraction of total steps (exclusive with warmup_steps)")
+    max_grad_norm: float | None = _key(10.0, "gradient clipping norm (null: off)")
+    mixed_precision: str = _key("no", "autocast precision", ("no", "bf16"))
+    dtype: str = _key("float32", "parameter dtype of policy and reference", ("float32", "bfloat16"))
+    gradient_checkpointing: bool = _key(False, "recompute activations in backward")
+    disable_dropout: bool | None = _key(None, "turn dropout off (default: on for every method but sft)")
+    chunked_ops: bool = _key(True, "log-probs and KL from hidden states in token chunks (false: full logits)")
+    chunk_size: int = _key(1024, "tokens per chunk of the vocabulary projection")
+    # method hyper-parameters (null: the paper's default for the method)
+    beta: float | None = _key(None, "beta (dpo/ipo/cdpo/fdpo/tdpo 0.1, simpo 2.0)")
+    label_smoothing: float = _key(0.0, "cDPO epsilon (method cdpo; must be > 0 there)")
+    ipo_normalize: bool = _key(True, "IPO on mean token log-ratios (TRL, the IPO paper) rather than sums")
+    fdpo_divergence: str = _key("forward_kl", "f-DPO divergence", ("reverse_kl", "forward_kl", "js", "alpha"))
+    fdpo_alpha: float = _key(0.5, "alpha of the f-DPO alpha-divergence")
+    tdpo_alpha: float = _key(0.5, "TDPO2 alpha (scales the KL difference)")
+    simpo_gamma: float = _key(0.5, "SimPO target margin gamma (absolute; gamma/beta = 0.25 at beta 2)")
+    orpo_lambda: float = _key(0.1, "ORPO lambda")
+    sft_normalization: str = _key("seq_mean", "SFT loss normalisation", ("sum", "seq_mean", "token_mean"))
+    ift_lambda: float = _key(0.2, "IFT temporal-residual mix lambda (max)")
+    ift_gamma: float = _key(0.95, "IFT discount gamma of future losses")
+    ift_lambda_schedule: str = _key("constant", "IFT lambda schedule", ("constant", "linear"))
+    ift_lambda_min: float = _key(0.0, "IFT lambda at step 0 with the linear schedule")
+    ift_ramp_steps: int = _key(150, "IFT linear lambda ramp length in optimizer steps")
+    ift_lambda_noise_std: float = _key(0.0, "IFT lambda disturbance: lambda*(1+std*z), z~N(0,1) per step")
+    ift_detach_weights: bool = _key(False, "IFT: stop the gradient through the loss weights")
+    freeze_input_embeddings: bool | None = _key(None, "feed a frozen copy of the input embeddings "
+                                                "(default: true for ift, false otherwise)")
+    # reference model
+    precompute_ref_logps: bool = _key(False, "DPO family: one reference pass before training, cached on disk")
+    ref_cache_dir: str | None = _key(None, "where precomputed reference log-probs live (default: cache dir)")
+    # LoRA
+    lora: bool = _key(False, "train LoRA adapters (peft); the reference is the policy with adapters disabled")
+    lora_r: int = _key(8, "LoRA rank")
+    lora_alpha: float = _key(16.0, "LoRA alpha")
+    lora_dropout: float = _key(0.0, "LoRA dropout")
+    lora_target_modules: str = _key("all-linear", "LoRA target modules (peft syntax, comma separated)")
+    save_merged: bool = _key(False, "LoRA: save merged weights instead of the adapter")
+    # output
+    run_dir: str | None = _key(None, "run directory (default: runs/<method>-<time>)")
+    logging_steps: int = _key(1, "write metrics every N optimizer steps")
+    eval_steps: int | None = _key(None, "evaluate every N steps (null: at start and end only)")
+    eval_batch_size: int = _key(16, "pairs (or sequences) per eval forward")
+    save_steps: int | None = _key(None, "checkpoint every N steps (null: only final/)")
+    save_total_limit: int | None = _key(2, "keep the last N checkpoints (null: all)")
+    tensorboard: bool = _key(True, "also write TensorBoard event files")
+    progress: bool = _key(True, "show a progress bar")
+
+    # ---------------------------------------------------------------------------------------------------------
+    @property
+    def is_pair_method(self) -> bool:
+        return self.method in PAIR_METHODS
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.method in REFERENCE_METHODS
+
+    @property
+    def resolved_beta(self) -> float:
+        if self.method not in DEFAULT_BETA:
+            raise ConfigError(f"method '{self.method}' has no beta")
+        return DEFAULT_BETA[self.method] if self.beta is None else self.beta
+
+    @property
+    def resolved_disable_dropout(self) -> bool:
+        return self.method != "sft" if self.disable_dropout is None else self.disable_dropout
+
+    @property
+    def resolved_freeze_input_embeddings(self) -> bool:
+        return self.method == "ift" if self.freeze_input_embeddings is None else self.freeze_input_embeddings
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir is None:
+            self.run_dir = f"runs/{self.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return Path(self.run_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> TrainConfig:
+        """Check choices, ranges and combinations; raise ConfigError naming the key."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"config key '{f.name}' must be one of {', '.join(choices)}; got {value!r}")
+        positive = ("micro_batch_size", "gradient_accumulation_steps", "max_length", "max_prompt_length",
+                    "chunk_size", "eval_batch_size", "logging_steps", "lora_r")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key '{name}' must be >= 1; got {getattr(self, name)}")
+        if self.max_prompt_length >= self.max_length:
+            raise ConfigError("config key 'max_prompt_length' must be smaller than 'max_length'")
+        if self.learning_rate <= 0 or self.epochs <= 0:
+            raise ConfigError("config keys 'learning_rate' and 'epochs' must be > 0")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"config key 'eval_fraction' must be in [0, 1); got {self.eval_fraction}")
+        if self.warmup_steps and self.warmup_ratio:
+            raise ConfigError("config keys 'warmup_steps' and 'warmup_ratio' are exclusive: set one")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError("config key 'max_steps' must be >= 1 or null")
+        for name in ("eval_steps", "save_steps", "save_total_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"config key '{name}' must be >= 1 or null; got {value}")
+        if self.method in ("tdpo1", "tdpo2") and self.precompute_ref_logps:
+            raise ConfigError(f"method '{self.method}' needs the reference model online (its full distribution "
+                              "at every token); precompute_ref_logps is only for the DPO family")
+        # keys that only make sense for some methods: set away from their default elsewhere is an error
+        method_keys = {
+            "beta": tuple(DEFAULT_BETA), "label_smoothing": ("cdpo",), "ipo_normalize": ("ipo",),
+            "fdpo_divergence": ("fdpo",), "fdpo_alpha": ("fdpo",), "tdpo_alpha": ("tdpo2",),
+            "simpo_gamma": ("simpo",), "orpo_lambda": ("orpo",), "sft_normalization": ("sft",),
+            "ift_lambda": ("ift",), "ift_gamma": ("ift",), "ift_lambda_schedule": ("ift",),
+            "ift_lambda_min": ("ift",), "ift_ramp_steps": ("ift",), "ift_lambda_noise_std": ("ift",),
+            "ift_detach_weights": ("ift",), "precompute_ref_logps": DPO_FAMILY, "ref_model": REFERENCE_METHODS,
+        }
+        defaults = TrainConfig()
+        for name, methods in method_keys.items():
+            value = getattr(self, name)
+            if value != getattr(defaults, name) and self.method not in methods:
+                raise ConfigError(f"config key '{name}' applies to method {'/'.join(methods)}, "
+                                  f"not '{self.method}'")
+        if self.method == "cdpo" and not 0.0 < self.label_smoothing < 0.5:
+            raise ConfigError("method 'cdpo' needs config key 'label_smoothing' in (0, 0.5)")
+        if self.precompute_ref_logps and self.lora:
+            raise ConfigError("precompute_ref_logps with lora: the adapter-disabled policy is already the "
+                              "reference at no memory cost; drop one of the two keys")
+        if self.ref_model is not None and self.lora:
+            raise ConfigError("config key 'ref_model' with lora: the reference is the policy with adapters "
+                              "disabled; drop 'ref_model'")
+        if self.save_merged and not self.lora:
+            raise ConfigError("config key 'save_merged' applies only with lora: true")
+        if self.method == "ift" and not self.resolved_freeze_input_embeddings:
+            raise ConfigError("method 'ift' feeds mixed input embeddings from a frozen copy; "
+                              "freeze_input_embeddings: false is not supported")
+        if self.method == "ift" and not 0.0 <= self.ift_lambda <= 1.0:
+            raise ConfigError("config key 'ift_lambda' must be in [0, 1]")
+        if len(self.adam_betas) != 2:
+            raise ConfigError("config key 'adam_betas' must be a list of two floats")
+        if self.optimizer != "adamw" and self.adam_betas != [0.9, 0.999]:
+            raise ConfigError("config key 'adam_betas' applies to optimizer 'adamw' only")
+        if self.optimizer != "rmsprop" and self.rmsprop_alpha != 0.99:
+            raise ConfigError("config key 'rmsprop_alpha' applies to optimizer 'rmsprop' only")
+        lora_keys = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+        if not self.lora and any(getattr(self, k) != getattr(defaults, k) for k in lora_keys):
+            raise ConfigError("LoRA keys (lora_r, lora_alpha, lora_dropout, lora_target_modules) need lora: true")
+        return self
+
+
+def key_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def describe_keys() -> str:
+    """One line per key: name, default, choices, help (what `alignlab train --list-keys` prints)."""
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        choices = f.metadata.get("choices")
+        extra = f" [{'|'.join(choices)}]" if choices else ""
+        lines.append(f"{f.name:<26} {default!r:<22} {f.metadata['help']}{extra}")
+    return "\n".join(lines)
+
+
+def _check_keys(keys: list[str], where: str) -> None:
+    names = key_names()
+    for key in keys:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: '{key}' is not a config key{hint}")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Accept YAML ints for float keys and reject values of the wrong type with the key named."""
+    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    annotation = str(f.type)
+    if value is None:
+        if "None" not in annotation:
+            raise ConfigError(f"config key '{name}' cannot be null")
+        return None
+    if annotation.startswith("float") and not isinstance(value, bool):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{name}' must be a number; got {value!r}") from None
+    if annotation.startswith("bool") and not isinstance(value, bool):
+        raise ConfigError(f"config key '{name}' must be true or false; got {value!r}")
+    if annotation.startswith("int") and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"config key '{name}' must be an integer; got {value!r}")
+    if annotation.startswith("str") and not isinstance(value, str):
+        raise ConfigError(f"config key '{name}' must be a string; got {value!r}")
+    if isinstance(default, (list, dict)) and not isinstance(value, type(default)):
+        raise ConfigError(f"config key '{name}' must be a {type(default).__name__}; got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> TrainConfig:
+    """Build a validated TrainConfig from a YAML recipe (optional), a dict, and `key=value` overrides."""
+    values: dict[str, Any] = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"recipe '{p}' does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"recipe '{p}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"recipe '{p}' must be a mapping of config keys")
+        _check_keys(list(loaded), f"recipe '{p}'")
+        values.update(loaded)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"command-line override '{item}' must look like key=value")
+        key, raw = item.split("=", 1)
+        _check_keys([key], "command line")
+        try:
+            values[key] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            values[key] = raw
+    _check_keys(list(values), "config")
+    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    return TrainConfig(**coerced).validate()
+
+
+__all__ = ["DEFAULT_BETA", "METHODS", "PAIR_METHODS", "REFERENCE_METHODS", "TrainConfig", "describe_keys",
+           "load_config"]

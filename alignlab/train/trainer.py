@@ -1,0 +1,413 @@
+"""The training loop for every method, on accelerate (one process, or DDP / FSDP / DeepSpeed via accelerate launch).
+
+Batching semantics (shared/reference data.md §8): `micro_batch_size` rows per process per forward,
+`gradient_accumulation_steps` forwards per optimizer step, so a step sees G = micro x accumulation x processes
+pairs (or sequences). The data order is a pure function of (seed, step): epoch e is a seeded permutation, step k
+of it takes the k-th block of G examples and each process takes its slice, so resuming needs only the step.
+The step's loss is sum(per-row losses) / (global rows, or global response tokens for SFT token_mean), scaled by
+the process count because DDP averages gradients: batch 8 x accumulation 1 and 4 x 2 give the same gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+
+from alignlab.assets import cache_dir, load_tokenizer
+from alignlab.data import SAMPLES_DIR, collate_preference, collate_sft, load_preference_data, load_sft_data
+from alignlab.errors import ConfigError
+from alignlab.train import checkpoint as ckpt
+from alignlab.train.callbacks import TrainerCallback
+from alignlab.train.config import TrainConfig
+from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_step, sequence_stats
+from alignlab.train.metrics import MetricsWriter
+from alignlab.train.modeling import Trunk, autocast, load_policy, load_reference, reference_trunk
+from alignlab.train.ref_cache import cached_reference_logps, examples_fingerprint, model_fingerprint
+
+# Keys that may change between a run and its resumption; any other difference is an error.
+_RESUMABLE_CHANGES = {"max_steps", "epochs", "save_steps", "save_total_limit", "logging_steps", "eval_steps",
+                      "progress", "tensorboard", "run_dir"}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    eval_before: dict[str, float] = field(default_factory=dict)
+    eval_after: dict[str, float] = field(default_factory=dict)
+    last_train: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Build with a validated TrainConfig, then call `train()`."""
+
+    def __init__(self, cfg: TrainConfig, *, callbacks: Sequence[TrainerCallback] = (), resume: bool = False,
+                 console: Any = None):
+        self.cfg = cfg
+        self.callbacks = list(callbacks)
+        self.resume = resume
+        self.console = console
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        self.run_dir = cfg.resolved_run_dir()
+        set_seed(cfg.seed)
+        self._setup_data()
+        self._setup_models()
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _print(self, message: str) -> None:
+        if self.accelerator.is_main_process and self.console is not None:
+            self.console.print(message)
+
+    def _setup_data(self) -> None:
+        cfg = self.cfg
+        self.tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+        pair = cfg.is_pair_method
+        default = SAMPLES_DIR / ("pairs.jsonl" if pair else "sft.jsonl")
+        kwargs = dict(columns=cfg.columns or None, format=cfg.data_format, max_length=cfg.max_length,
+                      max_prompt_length=cfg.max_prompt_length, prompt_truncation=cfg.prompt_truncation,
+                      response_truncation=cfg.response_truncation, limit=cfg.limit)
+        if pair:
+            load = load_preference_data
+        else:
+            def load(source, tokenizer, **kw):
+                return load_sft_data(source, tokenizer, sft_turns=cfg.sft_turns, **kw)
+        examples, self.data_report = load(str(cfg.train_data or default), self.tokenizer, split=cfg.train_split,
+                                          **kwargs)
+        if cfg.eval_data is not None:
+            eval_examples, _ = load(cfg.eval_data, self.tokenizer, split=cfg.eval_split, **kwargs)
+        elif cfg.eval_fraction > 0:
+            order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+            n_eval = max(1, int(round(len(examples) * cfg.eval_fraction)))
+            eval_examples = [examples[i] for i in sorted(order[:n_eval])]
+            examples = [examples[i] for i in sorted(order[n_eval:])]
+        else:
+            eval_examples = []
+        self.train_examples, self.eval_examples = examples, eval_examples
+        world = self.accelerator.num_processes
+        self.global_batch = cfg.micro_batch_size * cfg.gradient_accumulation_steps * world
+        self.steps_per_epoch = len(examples) // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"train data has {len(examples)} examples, fewer than one optimizer step's "
+                              f"{self.global_batch} (micro_batch_size x gradient_accumulation_steps x processes)")
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.pad_id = self.tokenizer.pad_token_id
+        self.collate = collate_preference if pair else collate_sft
+
+    def _setup_models(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+        policy = load_policy(cfg, dtype)
+        self.ref_model = None
+        self.ref_table = None
+        if cfg.precompute_ref_logps:
+            self.ref_table = self._precompute_reference(policy, dtype)
+        else:
+            self.ref_model = load_reference(cfg, dtype, policy)
+            if self.ref_model is not None:
+                self.ref_model = acc.prepare_model(self.ref_model, evaluation_mode=True)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        if cfg.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas),
+                                          eps=cfg.optimizer_eps, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.RMSprop(params, lr=cfg.learning_rate, alpha=cfg.rmsprop_alpha,
+                                            eps=cfg.optimizer_eps, weight_decay=cfg.weight_decay)
+        from transformers import get_scheduler
+
+        warmup = cfg.warmup_steps or int(cfg.warmup_ratio * self.total_steps)
+        name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_scheduler]
+        # Not prepared: accelerate's wrapper steps the schedule once per process; here it steps once per update.
+        self.scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
+        self.trunk, self.optimizer = acc.prepare(Trunk(policy), optimizer)
+        acc.register_for_checkpointing(self.scheduler)
+        self.params = params
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.trunk).lm
+
+    def _precompute_reference(self, policy: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
+        cfg, acc = self.cfg, self.accelerator
+        ref_name = cfg.ref_model or cfg.model
+        fingerprint = "-".join([model_fingerprint(ref_name, seed=cfg.seed)[:24], cfg.dtype,
+                                examples_fingerprint(self.train_examples)[:24]])
+        directory = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else cache_dir() / "ref_logps"
+        ref = None
+
+        def compute(positions: list[int]) -> torch.Tensor:
+            nonlocal ref
+            ref = ref or acc.prepare_model(load_reference(cfg, dtype, policy), evaluation_mode=True)
+            out = []
+            for s in range(0, len(positions), cfg.eval_batch_size):
+                chunk = positions[s:s + cfg.eval_batch_size]
+                batch = self._to_device(collate_preference([self.train_examples[i] for i in chunk], self.pad_id))
+                with torch.no_grad(), autocast(cfg.mixed_precision, acc.device):
+                    stats = sequence_stats(cfg, Trunk(ref), batch)
+                b = len(chunk)
+                out.append(torch.stack([stats.logps[:b], stats.logps[b:]], 1).double().cpu())
+            return torch.cat(out)
+
+        table, cached = cached_reference_logps(directory, fingerprint, self.train_examples, compute,
+                                               rank=acc.process_index, world=acc.num_processes,
+                                               gather=gather_object, barrier=acc.wait_for_everyone)
+        self._print(f"reference log-probs {'reused from' if cached else 'computed and cached in'} "
+                    f"{directory / (fingerprint + '.pt')}")
+        del ref
+        return table
+
+    # ------------------------------------------------------------------------------------------- batches
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def step_positions(self, step: int) -> list[list[int]]:
+        """Example positions of this process's micro-batches at an optimizer step."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        perm = torch.randperm(len(self.train_examples), generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
+        block = perm[k * self.global_batch:(k + 1) * self.global_batch].tolist()
+        micro, world, rank = self.cfg.micro_batch_size, self.accelerator.num_processes, self.accelerator.process_index
+        return [block[(m * world + rank) * micro:(m * world + rank + 1) * micro]
+                for m in range(self.cfg.gradient_accumulation_steps)]
+
+    def _ref_logps(self, positions: list[int]) -> torch.Tensor | None:
+        if self.ref_table is None:
+            return None
+        rows = self.ref_table[torch.tensor(positions)]
+        return torch.cat([rows[:, 0], rows[:, 1]]).float().to(self.accelerator.device)
+
+    def _forward(self, batch: dict[str, torch.Tensor], positions: list[int] | None, step: int, lam: float,
+                 *, eval_kl: bool = False, total_tokens: float | None = None) -> StepOutput:
+        cfg = self.cfg
+        with autocast(cfg.mixed_precision, self.accelerator.device):
+            if not cfg.is_pair_method:
+                return sequence_step(cfg, self.trunk, batch, lam=lam, total_tokens=total_tokens)
+            ref_logps = self._ref_logps(positions) if positions is not None else None
+            needs_online_ref = cfg.needs_reference and ref_logps is None
+            ref = reference_trunk(self.policy, self.ref_model) if needs_online_ref else None
+            return pair_step(cfg, self.trunk, batch, ref, ref_logps, eval_kl=eval_kl)
+
+    # ---------------------------------------------------------------------------------------- train step
+    def accumulate_gradients(self, step: int) -> dict[str, Any]:
+        """Forward and backward over this process's micro-batches of an optimizer step; grads left in .grad."""
+        cfg, acc = self.cfg, self.accelerator
+        micro_positions = self.step_positions(step)
+        batches = [self._to_device(self.collate([self.train_examples[i] for i in pos], self.pad_id))
+                   for pos in micro_positions]
+        if cfg.method == "sft" and cfg.sft_normalization == "token_mean":
+            local = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+            normaliser = float(acc.reduce(torch.tensor(local, device=acc.device), reduction="sum"))
+        else:
+            normaliser = float(self.global_batch)
+        lam_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        lam = ift_lambda(cfg, step, lam_gen) if cfg.method == "ift" else 0.0
+        loss_sum = torch.zeros((), device=acc.device)
+        rows: dict[str, list[torch.Tensor]] = {}
+        tokens = 0
+        for m, (batch, positions) in enumerate(zip(batches, micro_positions)):
+            last = m == len(batches) - 1
+            with nullcontext() if last else acc.no_sync(self.trunk):
+                out = self._forward(batch, positions, step, lam, total_tokens=normaliser)
+                acc.backward(out.losses.sum() * acc.num_processes / normaliser)
+            loss_sum += out.losses.detach().sum()
+            tokens += out.tokens
+            for k, v in out.metrics.items():
+                rows.setdefault(k, []).append(v.detach().float())
+        return {"loss_sum": loss_sum, "normaliser": normaliser, "rows": rows, "tokens": tokens}
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimizer step; returns the step's metrics (means over the global batch)."""
+        cfg, acc = self.cfg, self.accelerator
+        start = time.perf_counter()
+        acc_out = self.accumulate_gradients(step)
+        if cfg.max_grad_norm is not None:
+            grad_norm = acc.clip_grad_norm_(self.trunk.parameters(), cfg.max_grad_norm)
+        else:
+            grads = [p.grad.detach().norm() for p in self.trunk.parameters() if p.grad is not None]
+            grad_norm = torch.stack(grads).norm() if grads else torch.zeros(())
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss = float(acc.reduce(acc_out["loss_sum"], reduction="sum")) / acc_out["normaliser"]
+        total_tokens = float(acc.reduce(torch.tensor(float(acc_out["tokens"]), device=acc.device), reduction="sum"))
+        metrics = {"loss": total_loss, "lr": lr, "grad_norm": float(grad_norm),
+                   "tokens_per_s": total_tokens / max(time.perf_counter() - start, 1e-9)}
+        for k, values in acc_out["rows"].items():
+            metrics[k] = float(acc.gather(torch.cat(values)).mean())
+        return metrics
+
+    # ------------------------------------------------------------------------------------------ evaluate
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss and metrics over the held-out examples (forward and reverse sequence KL included)."""
+        if not self.eval_examples:
+            return {}
+        cfg, acc = self.cfg, self.accelerator
+        was_training = self.trunk.training
+        self.trunk.eval()
+        local = list(range(acc.process_index, len(self.eval_examples), acc.num_processes))
+        rows: dict[str, list[float]] = {}
+        for s in range(0, len(local), cfg.eval_batch_size):
+            chunk = [self.eval_examples[i] for i in local[s:s + cfg.eval_batch_size]]
+            batch = self._to_device(self.collate(chunk, self.pad_id))
+            out = self._forward(batch, None, 0, cfg.ift_lambda if cfg.method == "ift" else 0.0, eval_kl=True)
+            losses = out.losses if not (cfg.method == "sft" and cfg.sft_normalization == "token_mean") else \
+                -out.metrics["logps/sequence"] / (batch["labels"][:, 1:] != -100).sum(-1).clamp(min=1)
+            rows.setdefault("loss", []).extend(losses.float().cpu().tolist())
+            for k, v in out.metrics.items():
+                rows.setdefault(k, []).extend(v.float().cpu().tolist())
+        self.trunk.train(was_training)
+        merged: dict[str, list[float]] = {}
+        for part in gather_object([rows]):
+            for k, v in part.items():
+                merged.setdefault(k, []).extend(v)
+        result = {f"eval/{k}": sum(v) / len(v) for k, v in merged.items() if v}
+        if "eval/kl/chosen" in result:
+            result["eval/kl/sequence"] = (result["eval/kl/chosen"] + result["eval/kl/rejected"]) / 2
+        return result
+
+    @torch.no_grad()
+    def score_pairs(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Policy and reference per-pair log-prob sums and lengths, float64 [N] (callback contract)."""
+        cfg = self.cfg
+        if not cfg.is_pair_method:
+            raise ConfigError("score_pairs needs a preference method")
+        was_training = self.trunk.training
+        self.trunk.eval()
+        cols: dict[str, list[torch.Tensor]] = {}
+        for s in range(0, len(examples), cfg.eval_batch_size):
+            chunk = list(examples[s:s + cfg.eval_batch_size])
+            b = len(chunk)
+            batch = self._to_device(collate_preference(chunk, self.pad_id))
+            with autocast(cfg.mixed_precision, self.accelerator.device):
+                policy = sequence_stats(cfg, self.trunk, batch)
+                has_ref = self.ref_model is not None or (cfg.lora and cfg.needs_reference)
+                ref_stats = sequence_stats(cfg, reference_trunk(self.policy, self.ref_model), batch) \
+                    if has_ref else None
+            ref_logps = ref_stats.logps if ref_stats is not None else policy.logps * float("nan")
+            for name, value in (("policy_chosen_logps", policy.logps[:b]), ("policy_rejected_logps", policy.logps[b:]),
+                                ("ref_chosen_logps", ref_logps[:b]), ("ref_rejected_logps", ref_logps[b:]),
+                                ("chosen_lengths", policy.lengths[:b]), ("rejected_lengths", policy.lengths[b:])):
+                cols.setdefault(name, []).append(value.double().cpu())
+        self.trunk.train(was_training)
+        return {k: torch.cat(v) for k, v in cols.items()}
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+    def save(self, step: int, *, final: bool = False) -> Path:
+        cfg, acc = self.cfg, self.accelerator
+        target = self.run_dir / ("final" if final else f"checkpoint-{step}")
+
+        def write(tmp: Path) -> None:
+            if acc.is_main_process:
+                model = self.policy
+                if cfg.lora and cfg.save_merged:
+                    import copy
+
+                    model = copy.deepcopy(model).merge_and_unload()
+                model.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+                ckpt.write_state(tmp, {"step": step, "epoch": step / self.steps_per_epoch,
+                                       "global_batch": self.global_batch, "config": cfg.to_dict()})
+            if not final:
+                acc.save_state(str(tmp / "state"), safe_serialization=True)
+
+        ckpt.write_atomically(target, write, is_main=acc.is_main_process, barrier=acc.wait_for_everyone)
+        if acc.is_main_process and not final:
+            ckpt.prune_checkpoints(self.run_dir, cfg.save_total_limit)
+        acc.wait_for_everyone()
+        return target
+
+    def _restore(self, writer: MetricsWriter) -> int:
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        if latest is None:
+            raise ConfigError(f"--resume: no complete checkpoint-<step> in run_dir '{self.run_dir}'")
+        state = ckpt.read_state(latest)
+        saved = state["config"]
+        for key, value in self.cfg.to_dict().items():
+            if key not in _RESUMABLE_CHANGES and saved.get(key) != value:
+                raise ConfigError(f"--resume: config key '{key}' is {value!r} but the run was started with "
+                                  f"{saved.get(key)!r}; resume with the same value")
+        if state["global_batch"] != self.global_batch:
+            raise ConfigError(f"--resume: the global batch is {self.global_batch} but the run used "
+                              f"{state['global_batch']} (processes x micro_batch_size x accumulation)")
+        self.accelerator.load_state(str(latest / "state"))
+        writer.truncate_after(state["step"])
+        self._print(f"resumed from {latest} at step {state['step']}")
+        return int(state["step"])
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def train(self) -> TrainResult:
+        cfg, acc = self.cfg, self.accelerator
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            existing = ckpt.list_checkpoints(self.run_dir)
+            if existing and not self.resume:
+                raise ConfigError(f"run_dir '{self.run_dir}' already holds checkpoints: pass --resume to continue "
+                                  "it, or choose another run_dir")
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+            (self.run_dir / "data_report.txt").write_text(str(self.data_report) + "\n", encoding="utf-8")
+        acc.wait_for_everyone()
+        writer = MetricsWriter(self.run_dir, tensorboard=cfg.tensorboard, enabled=acc.is_main_process)
+        start = self._restore(writer) if self.resume else 0
+        result = TrainResult(run_dir=self.run_dir, steps=self.total_steps)
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        if start == 0:
+            result.eval_before = self._evaluate_and_log(writer, 0)
+        self.trunk.train()
+        progress = self._progress()
+        task = progress.add_task(f"{cfg.method}", total=self.total_steps, completed=start) if progress else None
+        try:
+            for step in range(start, self.total_steps):
+                metrics = self.train_step(step)
+                done = step + 1
+                result.last_train = metrics
+                if done % cfg.logging_steps == 0 or done == self.total_steps:
+                    writer.log(done, {"epoch": done / self.steps_per_epoch, **metrics})
+                if cfg.eval_steps and done % cfg.eval_steps == 0 and done != self.total_steps:
+                    self._evaluate_and_log(writer, done)
+                if cfg.save_steps and done % cfg.save_steps == 0 and done != self.total_steps:
+                    self.save(done)
+                if progress:
+                    progress.update(task, advance=1, description=f"{cfg.method} loss {metrics['loss']:.4f}")
+        finally:
+            if progress:
+                progress.stop()
+        result.eval_after = self._evaluate_and_log(writer, self.total_steps)
+        self.save(self.total_steps, final=True)
+        writer.close()
+        return result
+
+    def _evaluate_and_log(self, writer: MetricsWriter, step: int) -> dict[str, float]:
+        metrics = self.evaluate()
+        for cb in self.callbacks:
+            metrics.update(cb.on_evaluate(self, step))
+        if metrics:
+            writer.log(step, metrics)
+        return metrics
+
+    def _progress(self):
+        if not (self.cfg.progress and self.accelerator.is_main_process):
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=self.console, transient=False)
+        progress.start()
+        return progress
+
+
+def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
+    """Train with a validated config; see Trainer."""
+    return Trainer(cfg, **kwargs).train()
+
+
+__all__ = ["TrainResult", "Trainer", "train"]

@@ -1,0 +1,49 @@
+import pytest
+
+from alignlab.errors import ConfigError
+from alignlab.train.config import TrainConfig, describe_keys, load_config
+
+
+def test_defaults_validate_and_papers_defaults():
+    cfg = load_config(base={"method": "tdpo2"})
+    assert cfg.resolved_beta == 0.1 and cfg.tdpo_alpha == 0.5
+    assert load_config(base={"method": "simpo"}).resolved_beta == 2.0
+    assert load_config(base={"method": "ift"}).resolved_freeze_input_embeddings
+
+
+def test_unknown_key_suggests(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: dpo\nlearning_rate_: 1.0e-5\n")
+    with pytest.raises(ConfigError, match=r"'learning_rate_' is not a config key \(did you mean 'learning_rate'\?\)"):
+        load_config(recipe)
+    with pytest.raises(ConfigError, match="command line: 'bta' is not a config key"):
+        load_config(overrides=["bta=0.2"])
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["method=tdpo2", "precompute_ref_logps=true"], "needs the reference model online"),
+    (["method=sft", "beta=0.2"], "'beta' applies to method"),
+    (["method=dpo", "label_smoothing=0.1"], "'label_smoothing' applies to method cdpo"),
+    (["method=cdpo"], "needs config key 'label_smoothing'"),
+    (["method=dpo", "optimizer=sgd"], "'optimizer' must be one of adamw, rmsprop"),
+    (["method=dpo", "lora_r=4"], "need lora: true"),
+    (["method=dpo", "warmup_steps=3", "warmup_ratio=0.1"], "exclusive"),
+    (["method=dpo", "micro_batch_size=0"], "'micro_batch_size' must be >= 1"),
+    (["method=dpo", "gradient_checkpointing=yes please"], "must be true or false"),
+    (["method=dpo", "learning_rate=fast"], "must be a number"),
+    (["method=ift", "freeze_input_embeddings=false"], "frozen copy"),
+    (["method=dpo", "save_merged=true"], "applies only with lora"),
+])
+def test_unsupported_combinations_name_the_key(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=overrides)
+
+
+def test_yaml_scientific_notation_without_dot():
+    assert load_config(overrides=["method=dpo", "learning_rate=1e-4"]).learning_rate == 1e-4
+
+
+def test_every_key_documented():
+    text = describe_keys()
+    for name in TrainConfig.__dataclass_fields__:
+        assert f"\n{name} " in "\n" + text

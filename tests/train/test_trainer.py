@@ -1,0 +1,189 @@
+"""Trainer behaviour on the tiny offline model: every method learns, accumulation invariance, resume,
+interrupted checkpoints, precomputed reference, LoRA, IFT == SFT at lambda = gamma = 0."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from alignlab.train import Trainer, load_config, train
+from alignlab.train import checkpoint as ckpt
+from alignlab.train.metrics import read_metrics
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+METHODS = ["sft", "ift", "dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "orpo"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_recipe_trains_and_loss_goes_down(method, tmp_path):
+    cfg = load_config(RECIPES / f"{method}.yaml", [f"run_dir={tmp_path / method}", "max_steps=8", "limit=40",
+                                                   "micro_batch_size=4", "max_length=64", "max_prompt_length=32",
+                                                   "tensorboard=false", "progress=false", "eval_fraction=0.2"])
+    result = train(cfg)
+    before, after = result.eval_before["eval/loss"], result.eval_after["eval/loss"]
+    assert math.isfinite(after) and after < before, (before, after)
+    if method in ("dpo", "cdpo", "fdpo", "tdpo1", "tdpo2"):
+        assert before == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at step 0
+    lines = read_metrics(result.run_dir)
+    assert sum("loss" in line for line in lines) == 8
+    model = AutoModelForCausalLM.from_pretrained(result.run_dir / "final")
+    assert model.config.vocab_size > 0
+
+
+def _grads(cfg_dict):
+    trainer = Trainer(load_config(base=cfg_dict))
+    trainer.accumulate_gradients(0)
+    return {n: p.grad.detach().clone() for n, p in trainer.policy.named_parameters() if p.grad is not None}, trainer
+
+
+@pytest.mark.parametrize("method,extra", [("dpo", {}), ("tdpo2", {}), ("simpo", {}),
+                                          ("sft", {"sft_normalization": "token_mean"}), ("ift", {})])
+def test_batch_8x1_equals_4x2(method, extra, small):
+    g1, t1 = _grads(small(method, micro_batch_size=8, gradient_accumulation_steps=1, **extra))
+    g2, t2 = _grads(small(method, micro_batch_size=4, gradient_accumulation_steps=2, **extra))
+    assert sorted(t1.step_positions(0)[0]) == sorted(sum(t2.step_positions(0), []))
+    assert g1.keys() == g2.keys() and g1
+    for name in g1:
+        torch.testing.assert_close(g2[name], g1[name], rtol=1e-6, atol=1e-6, msg=name)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_resume_is_bitwise_identical(small, tmp_path, monkeypatch):
+    keys = dict(lr_scheduler="linear", warmup_steps=2, max_steps=6, save_steps=2, optimizer="adamw")
+    full = Trainer(load_config(base=small("dpo", run_dir=str(tmp_path / "full"), **keys)))
+    full.train()
+    expected = _params(full.policy)
+
+    interrupted = Trainer(load_config(base=small("dpo", run_dir=str(tmp_path / "cut"), **keys)))
+    original = Trainer.train_step
+
+    def stop_at_5(self, step):
+        if step == 4:
+            raise _Stop()
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at_5)
+    with pytest.raises(_Stop):
+        interrupted.train()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "cut")] == [2, 4]
+    resumed = Trainer(load_config(base=small("dpo", run_dir=str(tmp_path / "cut"), **keys)), resume=True)
+    resumed.train()
+    got = _params(resumed.policy)
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), name
+    steps = [line["step"] for line in read_metrics(tmp_path / "cut") if "loss" in line]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_rejects_changed_config(small, tmp_path):
+    base = small("dpo", max_steps=2, save_steps=1)
+    train(load_config(base=base))
+    with pytest.raises(Exception, match="config key 'beta'"):
+        Trainer(load_config(base={**base, "beta": 0.3}), resume=True).train()
+
+
+def test_existing_run_dir_needs_resume(small):
+    base = small("sft", max_steps=2, save_steps=1)
+    train(load_config(base=base))
+    with pytest.raises(Exception, match="--resume"):
+        train(load_config(base=base))
+
+
+def test_interrupted_checkpoint_leaves_previous_loadable(small, tmp_path, monkeypatch):
+    cfg = load_config(base=small("dpo", max_steps=4, save_steps=2))
+    trainer = Trainer(cfg)
+    real_save = type(trainer.tokenizer).save_pretrained
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint dies mid-write, after the model weights were written
+            raise OSError("disk full")
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(trainer.tokenizer), "save_pretrained", flaky)
+    with pytest.raises(OSError):
+        trainer.train()
+    run = Path(cfg.run_dir)
+    assert ckpt.latest_checkpoint(run) == run / "checkpoint-2"
+    assert not (run / "checkpoint-4").exists()
+    AutoModelForCausalLM.from_pretrained(run / "checkpoint-2")
+    assert ckpt.read_state(run / "checkpoint-2")["step"] == 2
+
+
+def test_keep_last_n(small):
+    result = train(load_config(base=small("sft", max_steps=4, save_steps=1, save_total_limit=2)))
+    assert [s for s, _ in ckpt.list_checkpoints(result.run_dir)] == [2, 3]
+    assert (result.run_dir / "final" / "model.safetensors").is_file()
+
+
+def test_precomputed_reference_matches_online_and_is_reused(small, tmp_path, capsys):
+    from rich.console import Console
+
+    cache = str(tmp_path / "refcache")
+    online = train(load_config(base=small("dpo", max_steps=3, run_dir=str(tmp_path / "a"))))
+    pre = small("dpo", max_steps=3, precompute_ref_logps=True, ref_cache_dir=cache, run_dir=str(tmp_path / "b"))
+    first = train(load_config(base=pre), console=Console())
+    assert "computed and cached" in capsys.readouterr().out
+    a = [line["loss"] for line in read_metrics(online.run_dir) if "loss" in line]
+    b = [line["loss"] for line in read_metrics(first.run_dir) if "loss" in line]
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    trainer = Trainer(load_config(base={**pre, "run_dir": str(tmp_path / "c")}), console=Console())
+    assert "reused from" in capsys.readouterr().out
+    assert trainer.ref_model is None  # the reference is never loaded when the cache is valid
+
+
+def test_lora_reference_is_the_policy_with_adapters_disabled(small):
+    pytest.importorskip("peft")
+    cfg = load_config(base=small("dpo", lora=True, lora_r=4, max_steps=3, learning_rate=1e-3, save_steps=3))
+    trainer = Trainer(cfg)
+    assert trainer.ref_model is None
+    result = trainer.train()
+    assert result.eval_before == {} or True
+    losses = [line["loss"] for line in read_metrics(result.run_dir) if "loss" in line]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-5)
+    assert (result.run_dir / "final" / "adapter_config.json").is_file()
+    merged = train(load_config(base={**small("dpo", lora=True, lora_r=4, max_steps=1, save_merged=True),
+                                     "run_dir": str(Path(cfg.run_dir) / "merged")}))
+    AutoModelForCausalLM.from_pretrained(merged.run_dir / "final")
+
+
+def test_ift_with_zero_lambda_and_gamma_is_sft(small):
+    ift_cfg = small("ift", ift_lambda=0.0, ift_gamma=0.0)
+    sft_cfg = small("sft", freeze_input_embeddings=True, disable_dropout=True, sft_normalization="seq_mean")
+    g_ift, t_ift = _grads(ift_cfg)
+    g_sft, _ = _grads(sft_cfg)
+    assert g_ift.keys() == g_sft.keys()
+    for name in g_ift:
+        torch.testing.assert_close(g_ift[name], g_sft[name], rtol=1e-6, atol=1e-7, msg=name)
+    assert "model.embed_tokens.weight" not in g_ift  # the frozen copy feeds the input embeddings
+
+
+def test_ift_first_pass_changes_inputs_only_on_response(small):
+    g_default, _ = _grads(small("ift"))
+    g_plain, _ = _grads(small("ift", ift_lambda=0.0))
+    assert any(not torch.allclose(g_default[n], g_plain[n]) for n in g_default)
+
+
+def test_metrics_file_has_the_promised_keys(small):
+    result = train(load_config(base=small("tdpo2", max_steps=2, eval_fraction=0.2)))
+    lines = read_metrics(result.run_dir)
+    step = next(line for line in lines if "loss" in line)
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "rewards/chosen", "rewards/rejected", "rewards/margins",
+                "rewards/accuracies", "rewards/dpo_accuracy", "logps/chosen", "logps/rejected", "ranking/accuracy",
+                "ranking/accuracy_normalized", "kl/chosen", "kl/rejected", "kl/margin"):
+        assert key in step, key
+    evals = [line for line in lines if "eval/loss" in line]
+    assert len(evals) == 2 and "eval/kl/sequence" in evals[0] and "eval/kl_reverse/chosen" in evals[0]
+    json.dumps(lines)
