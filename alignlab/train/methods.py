@@ -33,9 +33,14 @@ def _stats_fn(cfg: TrainConfig):
     return chunked_sequence_stats if cfg.chunked_ops else plain_sequence_stats
 
 
+def _inner(trunk) -> Trunk:
+    """The Trunk inside a DDP wrapper (forward goes through the wrapper; weights are read from the inside)."""
+    return getattr(trunk, "module", trunk)
+
+
 def _embeds(trunk: Trunk, input_ids: Tensor) -> Tensor:
     # A detached view of the live table is the official IFT "frozen copy, re-synced after every optimizer step".
-    return F.embedding(input_ids, trunk.input_embedding_weight().detach())
+    return F.embedding(input_ids, _inner(trunk).input_embedding_weight().detach())
 
 
 def sequence_stats(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, ref: Trunk | None = None,
@@ -46,7 +51,7 @@ def sequence_stats(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, 
         inputs_embeds = _embeds(trunk, batch["input_ids"])
     kwargs = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": batch["input_ids"]}
     hidden = trunk(attention_mask=batch["attention_mask"], **kwargs)
-    weight, bias = trunk.head()
+    weight, bias = _inner(trunk).head()
     ref_kwargs = {}
     if ref is not None:
         with torch.no_grad():
@@ -152,7 +157,7 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
         e_in = e_true
         if lam > 0:
             with torch.no_grad():  # one-step-ahead greedy guesses from the gold prefix, never full logits
-                weight, bias = trunk.head()
+                weight, bias = _inner(trunk).head()
                 hidden0 = trunk(inputs_embeds=e_true, attention_mask=batch["attention_mask"])
                 guesses = chunked_argmax(hidden0, weight, bias=bias, chunk_size=cfg.chunk_size)
             guess = torch.cat([ids[:, :1], guesses[:, :-1]], dim=1)  # guess[:, t] predicts the token at t

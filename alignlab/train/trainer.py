@@ -11,6 +11,7 @@ the process count because DDP averages gradients: batch 8 x accumulation 1 and 4
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -56,7 +57,10 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.resume = resume
         self.console = console
-        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        # Launched as several processes on a machine without CUDA (accelerate launch --multi_gpu, torchrun):
+        # accelerate uses gloo on CPU only when told so; otherwise every process would train alone.
+        cpu_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu_group)
         self.run_dir = cfg.resolved_run_dir()
         set_seed(cfg.seed)
         self._setup_data()

@@ -1,0 +1,45 @@
+"""`accelerate launch --num_processes 2` on CPU (gloo) trains with the same losses as one process with the same
+global batch (4 pairs per process x 2 processes vs 8 pairs in one), to 1e-5."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alignlab.train.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(tmp_path: Path, name: str, processes: int, micro: int) -> list[dict]:
+    run_dir = tmp_path / name
+    keys = ["method=dpo", f"micro_batch_size={micro}", "max_steps=3", "limit=48", "max_length=64",
+            "max_prompt_length=32", "eval_fraction=0.2", "warmup_steps=0", "learning_rate=1e-3",
+            f"run_dir={run_dir}", "tensorboard=false", "progress=false"]
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
+    # --multi_gpu selects accelerate's torchrun launcher; on a machine without CUDA the processes use gloo
+    multi = ["--multi_gpu"] if processes > 1 else []
+    cmd = [accelerate, "launch", *multi, "--num_processes", str(processes), "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "alignlab.cli", "train",
+           "--config", str(ROOT / "recipes" / "dpo.yaml"), *keys]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return read_metrics(run_dir)
+
+
+def test_two_processes_match_one(tmp_path):
+    if shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None:
+        pytest.skip("accelerate CLI not installed next to this interpreter")
+    one = _run(tmp_path, "one", 1, 8)
+    two = _run(tmp_path, "two", 2, 4)
+    losses_one = [line["loss"] for line in one if "loss" in line]
+    losses_two = [line["loss"] for line in two if "loss" in line]
+    assert len(losses_one) == 3 and losses_one[-1] < losses_one[0]
+    assert losses_two == pytest.approx(losses_one, rel=1e-5, abs=1e-6)
+    eval_one = [line["eval/loss"] for line in one if "eval/loss" in line]
+    eval_two = [line["eval/loss"] for line in two if "eval/loss" in line]
+    assert eval_two == pytest.approx(eval_one, rel=1e-5, abs=1e-6)
