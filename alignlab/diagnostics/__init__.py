@@ -2,10 +2,12 @@
 alignment gap, the flip threshold of Theorem 4.1, flip groups, rater proportions from votes, multi-output and tie
 variants, parameter distance, and win rate under a plug-in judge.
 
-These are pure functions over per-pair statistics ([B] summed response log-probs and token counts); producing
-those statistics from models is the scoring engine's job.
+These are pure functions over per-pair statistics ([B] summed response log-probs and token counts); the scoring
+engine (scoring.py) produces those statistics from models and caches them, plots.py draws Figures 2 and 3,
+callbacks.FlipTracker logs the flip groups during training, and diagnose.py is `alignlab diagnose`.
 """
 
+from alignlab.diagnostics.callbacks import FLIP_KEYS, FlipTracker
 from alignlab.diagnostics.distance import WeightDistance, weight_distance
 from alignlab.diagnostics.flips import GROUPS, FlipGroups, flip_groups
 from alignlab.diagnostics.multi import (
@@ -13,6 +15,7 @@ from alignlab.diagnostics.multi import (
     multi_output_ranking_accuracy,
     multi_output_ranking_correct,
 )
+from alignlab.diagnostics.plots import plot_flip_groups, plot_loss_vs_ref_logratio
 from alignlab.diagnostics.ranking import (
     BETA_GRID,
     AlignmentGap,
@@ -24,6 +27,21 @@ from alignlab.diagnostics.ranking import (
     ranking_accuracy,
     ranking_correct,
 )
+from alignlab.diagnostics.scoring import (
+    PairScores,
+    compute_pair_scores,
+    data_fingerprint,
+    model_fingerprint,
+    score_model,
+)
+from alignlab.diagnostics.diversity import (
+    distinct_n,
+    diversity_metrics,
+    mean_token_entropy,
+    ngram_counts,
+    ngram_entropy,
+)
+from alignlab.diagnostics.generation import generate, load_prompts, score_completions
 from alignlab.diagnostics.ties import SCORE_SPACES, ranking_accuracy_with_ties
 from alignlab.diagnostics.votes import (
     ALPHA_FIELDS,
@@ -38,13 +56,24 @@ from alignlab.diagnostics.votes import (
 from alignlab.diagnostics.winrate import RewardModelJudge, WinRate, win_rate
 
 __all__ = [
+    "score_completions",
+    "load_prompts",
+    "generate",
+    "ngram_entropy",
+    "ngram_counts",
+    "mean_token_entropy",
+    "diversity_metrics",
+    "distinct_n",
     "ALPHA_FIELDS",
     "BETA_GRID",
+    "FLIP_KEYS",
     "GROUPS",
     "SCORE_SPACES",
     "AlignmentGap",
     "FlipGroups",
+    "FlipTracker",
     "GapSummary",
+    "PairScores",
     "RewardModelJudge",
     "VoteSummary",
     "WeightDistance",
@@ -54,18 +83,24 @@ __all__ = [
     "alpha_from_votes",
     "alphas_from_records",
     "competition_ranks",
+    "compute_pair_scores",
+    "data_fingerprint",
     "find_alpha_source",
     "flip_groups",
     "flip_threshold",
     "group_votes",
     "idealized_ranking_accuracy",
     "idealized_ranking_correct",
+    "model_fingerprint",
     "multi_output_ranking_accuracy",
     "multi_output_ranking_correct",
+    "plot_flip_groups",
+    "plot_loss_vs_ref_logratio",
     "ranking_accuracy",
     "ranking_accuracy_with_ties",
     "ranking_correct",
     "require_alpha_source",
+    "score_model",
     "weight_distance",
     "win_rate",
 ]

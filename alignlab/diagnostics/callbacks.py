@@ -1,0 +1,99 @@
+"""Training callbacks for the ranking diagnostics: FlipTracker logs the four flip groups during training.
+
+Trainer contract (the callback protocol of alignlab.train): `on_train_begin(trainer)` and
+`on_evaluate(trainer, step) -> dict[str, float]` (metrics logged to metrics.jsonl), where
+`trainer.train_examples` is the list of tokenized training pairs and `trainer.score_pairs(examples)` returns float64
+[N] tensors policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths,
+rejected_lengths for the current policy and the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from alignlab.diagnostics.flips import flip_groups
+from alignlab.diagnostics.ranking import ranking_accuracy
+from alignlab.errors import ConfigError
+from alignlab.train.callbacks import TrainerCallback
+
+# Metric names: reference correct/incorrect x model correct/incorrect (Chen et al. 2024, Sec. 4.1, Figure 2).
+FLIP_KEYS = {
+    "correct_to_correct": "ref_correct_model_correct",
+    "correct_to_incorrect": "ref_correct_model_incorrect",
+    "incorrect_to_correct": "ref_incorrect_model_correct",
+    "incorrect_to_incorrect": "ref_incorrect_model_incorrect",
+}
+_SCORE_KEYS = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
+
+
+class FlipTracker(TrainerCallback):
+    """Track the four flip groups on a fixed seeded subset of the training pairs at every evaluation.
+
+    n_pairs: subset size (all pairs when the training set is smaller); seed: the subset's seed; beta: if given,
+    also log each group's mean DPO loss softplus(-beta h). Metrics returned by on_evaluate (fractions of the
+    subset, strict comparisons): flips/<group> and flips/<group>_count for the four groups of FLIP_KEYS,
+    flips/flipped_fraction (share of the pairs the reference ranks wrongly that the policy ranks correctly; absent
+    when the reference ranks every pair correctly), flips/ranking_accuracy, flips/ref_ranking_accuracy,
+    flips/n_pairs, and with beta flips/<group>_mean_loss for non-empty groups.
+    """
+
+    def __init__(self, n_pairs: int = 128, seed: int = 0, *, beta: float | None = None) -> None:
+        if not isinstance(n_pairs, int) or isinstance(n_pairs, bool) or n_pairs < 1:
+            raise ConfigError(f"FlipTracker n_pairs must be a positive integer; got {n_pairs!r}")
+        if beta is not None and not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+            raise ConfigError(f"FlipTracker beta must be a number > 0 or None; got {beta!r}")
+        self.n_pairs = n_pairs
+        self.seed = seed
+        self.beta = beta
+        self.positions: list[int] | None = None
+        self.examples: list[Any] | None = None
+        self.history: list[dict[str, float]] = []
+
+    def on_train_begin(self, trainer: Any) -> None:
+        """Fix the subset: n_pairs positions of trainer.train_examples drawn with `seed`, kept in data order."""
+        examples = list(trainer.train_examples)
+        if not examples:
+            raise ConfigError("FlipTracker: the trainer has no training pairs to track")
+        generator = torch.Generator().manual_seed(self.seed)
+        chosen = torch.randperm(len(examples), generator=generator)[: self.n_pairs]
+        self.positions = sorted(int(i) for i in chosen)
+        self.examples = [examples[i] for i in self.positions]
+        self.history = []
+
+    def on_evaluate(self, trainer: Any, step: int) -> dict[str, float]:
+        """Score the subset with the current policy and the reference; return the flip metrics (class docstring)."""
+        if self.examples is None:
+            raise RuntimeError("FlipTracker.on_evaluate called before on_train_begin")
+        scores = trainer.score_pairs(self.examples)
+        missing = [key for key in _SCORE_KEYS if key not in scores]
+        if missing:
+            raise KeyError(f"trainer.score_pairs returned no '{missing[0]}'")
+        groups = flip_groups(
+            scores["ref_chosen_logps"],
+            scores["ref_rejected_logps"],
+            scores["policy_chosen_logps"],
+            scores["policy_rejected_logps"],
+            beta=self.beta,
+        )
+        metrics: dict[str, float] = {"flips/n_pairs": float(groups.n_pairs)}
+        for group, key in FLIP_KEYS.items():
+            metrics[f"flips/{key}"] = groups.fractions[group]
+            metrics[f"flips/{key}_count"] = float(groups.counts[group])
+            if groups.mean_loss is not None and groups.mean_loss[group] is not None:
+                metrics[f"flips/{key}_mean_loss"] = groups.mean_loss[group]
+        if groups.flipped_fraction is not None:
+            metrics["flips/flipped_fraction"] = groups.flipped_fraction
+        metrics["flips/ranking_accuracy"] = ranking_accuracy(
+            scores["policy_chosen_logps"], scores["policy_rejected_logps"]
+        )
+        metrics["flips/ref_ranking_accuracy"] = ranking_accuracy(
+            scores["ref_chosen_logps"], scores["ref_rejected_logps"]
+        )
+        self.history.append({"step": float(step), **metrics})
+        return metrics
+
+
+__all__ = ["FLIP_KEYS", "FlipTracker"]
