@@ -11,7 +11,7 @@ the KL temporaries are alive, and again for backward). Here:
    (shared/reference token_ops.md §2, §6):
        grad_z = g_lp * (onehot(y) - p) + g_kl * (p - q)
    with g_lp, g_kl the per-token upstream gradients autograd hands back, so any sequence-level loss works.
-   A chunk whose KL gradient is exactly zero (TDPO2's stop-gradient chosen rows) skips the reference recompute.
+   Tokens whose KL gradient is exactly zero (TDPO2's stop-gradient chosen rows) skip the reference recompute.
 4. per-token outputs are summed into per-sequence statistics by row index.
 
 `plain_sequence_stats` has the same signature and computes the same statistics from full logits; it is the
@@ -109,12 +109,15 @@ class _LinearTokenStats(torch.autograd.Function):
             del z
             a = g_lp[s:e].to(acc)
             b = g_kl[s:e].to(acc) if g_kl is not None else None
-            if b is not None and bool((b != 0).any()):
-                q = torch.softmax(_logits(ref_hidden[s:e], ref_weight, ref_bias), dim=-1)
-                grad_z = p.mul_((b - a).unsqueeze(-1)).sub_(q.mul_(b.unsqueeze(-1)))
-                del q
-            else:
+            if b is None:
                 grad_z = p.mul_(-a.unsqueeze(-1))
+            else:
+                grad_z = p.mul_((b - a).unsqueeze(-1))
+                rows = (b != 0).nonzero().squeeze(1)
+                if rows.numel():  # the reference tile only where the KL has gradient (not TDPO2's chosen rows)
+                    q = torch.softmax(_logits(ref_hidden[s:e].index_select(0, rows), ref_weight, ref_bias), dim=-1)
+                    grad_z.index_add_(0, rows, q.mul_(-b.index_select(0, rows).unsqueeze(-1)))
+                    del q
             grad_z.scatter_add_(-1, targets[s:e].unsqueeze(-1), a.unsqueeze(-1))
             if need_h:
                 grad_h[s:e] = grad_z.to(weight.dtype) @ weight
