@@ -34,38 +34,10 @@ def load_preference_data(
     and ``"pair"`` (chosen, rejected response positions) for ranking records. *_input_ids are full sequences
     (prompt + response), labels are aligned and -100 on the prompt.
     """
-    check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
-    eos_token_id(tokenizer)
-    result, n = load_and_normalize(
-        source,
-        split=split,
-        columns=columns,
-        format=format,
-        data_files=data_files,
-        task="preference",
-        shuffle_seed=shuffle_seed,
-        limit=limit,
-    )
-    if result.errors:
-        raise data_error(result.errors)
-    if not result.items:
-        raise DataError(f"{source}: no preference pairs (split '{split}')")
-    report = DataReport(
-        format=result.format,
-        n_records=n,
-        n_identical_pairs=result.n_identical_pairs,
-        warnings=list(result.warnings),
-    )
-    examples = tokenize_preference(
-        result.items,
-        tokenizer,
-        report,
-        max_length=max_length,
-        max_prompt_length=max_prompt_length,
-        prompt_truncation=prompt_truncation,
-        response_truncation=response_truncation,
-    )
-    return examples, report
+    return _load("preference", source, tokenizer, split=split, columns=columns, format=format,
+                 max_length=max_length, max_prompt_length=max_prompt_length, prompt_truncation=prompt_truncation,
+                 response_truncation=response_truncation, shuffle_seed=shuffle_seed, limit=limit,
+                 data_files=data_files)
 
 
 def load_sft_data(
@@ -90,37 +62,29 @@ def load_sft_data(
     Returns (examples, report); each example is ``{"input_ids", "labels": list[int], "index": int,
     "eos_dropped": bool}``. Validation happens before tokenization, as in load_preference_data.
     """
+    return _load("sft", source, tokenizer, split=split, columns=columns, format=format, max_length=max_length,
+                 max_prompt_length=max_prompt_length, prompt_truncation=prompt_truncation,
+                 response_truncation=response_truncation, shuffle_seed=shuffle_seed, limit=limit,
+                 data_files=data_files, sft_turns=sft_turns)
+
+
+def _load(task: str, source: Any, tokenizer: Any, *, split: str, columns: dict[str, str] | None, format: str,
+          max_length: int, max_prompt_length: int, prompt_truncation: str, response_truncation: str,
+          shuffle_seed: int | None, limit: int | None, data_files: Any, sft_turns: str = "all"):
+    """Validate every record, then tokenize: the shared body of both entry points."""
     check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
     eos_token_id(tokenizer)
-    result, n = load_and_normalize(
-        source,
-        split=split,
-        columns=columns,
-        format=format,
-        data_files=data_files,
-        task="sft",
-        sft_turns=sft_turns,
-        shuffle_seed=shuffle_seed,
-        limit=limit,
-    )
+    extra = {"sft_turns": sft_turns} if task == "sft" else {}
+    result, n = load_and_normalize(source, split=split, columns=columns, format=format, data_files=data_files,
+                                   task=task, shuffle_seed=shuffle_seed, limit=limit, **extra)
     if result.errors:
         raise data_error(result.errors)
     if not result.items:
-        raise DataError(f"{source}: no SFT examples (split '{split}')")
-    report = DataReport(
-        format=result.format,
-        n_records=n,
-        n_identical_pairs=result.n_identical_pairs,
-        warnings=list(result.warnings),
-    )
-    examples = tokenize_sft(
-        result.items,
-        tokenizer,
-        report,
-        max_length=max_length,
-        max_prompt_length=max_prompt_length,
-        prompt_truncation=prompt_truncation,
-        response_truncation=response_truncation,
-        sft_turns=sft_turns,
-    )
+        what = "preference pairs" if task == "preference" else "SFT examples"
+        raise DataError(f"{source}: no {what} (split '{split}')")
+    report = DataReport(format=result.format, n_records=n, n_identical_pairs=result.n_identical_pairs,
+                        warnings=list(result.warnings))
+    tokenize = tokenize_preference if task == "preference" else tokenize_sft
+    examples = tokenize(result.items, tokenizer, report, max_length=max_length, max_prompt_length=max_prompt_length,
+                        prompt_truncation=prompt_truncation, response_truncation=response_truncation, **extra)
     return examples, report
