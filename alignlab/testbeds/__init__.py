@@ -1,4 +1,5 @@
-"""Small reproducible testbeds: the IFT paper's Frozen Lake policy-alignment toy (`frozenlake`)."""
+"""Small reproducible testbeds: the IFT paper's Frozen Lake toy (`frozenlake`) and the TDPO paper's
+controlled-sentiment reward-KL frontier (`sentiment`), each runnable on a CPU in minutes."""
 
 from alignlab.testbeds.frozenlake import format_tables, main, run_frozenlake
 

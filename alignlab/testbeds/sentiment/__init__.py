@@ -1,0 +1,14 @@
+"""TDPO controlled-sentiment testbed (Zeng et al. 2024, arXiv 2404.11999, Sec. 5, Fig. 3), offline by default.
+
+  corpus.py    synthetic film reviews with controllable polarity (IMDb's text/label layout) and review prefixes
+  models.py    the tiny policy (GPT-2 from config, BPE trained on the reviews) and sentiment classifier
+               (RoBERTa from config), loaded through the same code as gpt2-large / siebert's classifier
+  pipeline.py  SFT -> sampled, classifier-labelled pairs -> DPO/TDPO1/TDPO2/f-DPO/SimPO sweep -> evaluation
+  frontier.py  Pareto frontiers, frontier comparison, the reward-vs-KL and SeqKL plots
+  cli.py       `alignlab testbed sentiment` (main)
+"""
+
+from alignlab.testbeds.sentiment.cli import config_from_args, format_table, main
+from alignlab.testbeds.sentiment.pipeline import SentimentConfig, run_sweep
+
+__all__ = ["SentimentConfig", "config_from_args", "format_table", "main", "run_sweep"]
