@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if "ALIGNLAB_CACHE_DIR" not in os.environ:
     os.environ["ALIGNLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="alignlab-test-cache-")
 
-import torch  # noqa: E402
+import torch
 
 # Two cores shared with pytest itself: one intra-op thread avoids oversubscription stalls in small matmuls.
 torch.set_num_threads(1)

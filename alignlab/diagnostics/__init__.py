@@ -9,7 +9,15 @@ callbacks.FlipTracker logs the flip groups during training, and diagnose.py is `
 
 from alignlab.diagnostics.callbacks import FLIP_KEYS, FlipTracker
 from alignlab.diagnostics.distance import WeightDistance, weight_distance
+from alignlab.diagnostics.diversity import (
+    distinct_n,
+    diversity_metrics,
+    mean_token_entropy,
+    ngram_counts,
+    ngram_entropy,
+)
 from alignlab.diagnostics.flips import GROUPS, FlipGroups, flip_groups
+from alignlab.diagnostics.generation import generate, load_prompts, score_completions
 from alignlab.diagnostics.multi import (
     competition_ranks,
     multi_output_ranking_accuracy,
@@ -34,14 +42,6 @@ from alignlab.diagnostics.scoring import (
     model_fingerprint,
     score_model,
 )
-from alignlab.diagnostics.diversity import (
-    distinct_n,
-    diversity_metrics,
-    mean_token_entropy,
-    ngram_counts,
-    ngram_entropy,
-)
-from alignlab.diagnostics.generation import generate, load_prompts, score_completions
 from alignlab.diagnostics.ties import SCORE_SPACES, ranking_accuracy_with_ties
 from alignlab.diagnostics.votes import (
     ALPHA_FIELDS,
@@ -56,14 +56,6 @@ from alignlab.diagnostics.votes import (
 from alignlab.diagnostics.winrate import RewardModelJudge, WinRate, win_rate
 
 __all__ = [
-    "score_completions",
-    "load_prompts",
-    "generate",
-    "ngram_entropy",
-    "ngram_counts",
-    "mean_token_entropy",
-    "diversity_metrics",
-    "distinct_n",
     "ALPHA_FIELDS",
     "BETA_GRID",
     "FLIP_KEYS",
@@ -85,21 +77,29 @@ __all__ = [
     "competition_ranks",
     "compute_pair_scores",
     "data_fingerprint",
+    "distinct_n",
+    "diversity_metrics",
     "find_alpha_source",
     "flip_groups",
     "flip_threshold",
+    "generate",
     "group_votes",
     "idealized_ranking_accuracy",
     "idealized_ranking_correct",
+    "load_prompts",
+    "mean_token_entropy",
     "model_fingerprint",
     "multi_output_ranking_accuracy",
     "multi_output_ranking_correct",
+    "ngram_counts",
+    "ngram_entropy",
     "plot_flip_groups",
     "plot_loss_vs_ref_logratio",
     "ranking_accuracy",
     "ranking_accuracy_with_ties",
     "ranking_correct",
     "require_alpha_source",
+    "score_completions",
     "score_model",
     "weight_distance",
     "win_rate",

@@ -13,7 +13,6 @@ rewards beta * (S - S_ref), detached. The caller reduces.
 
 from __future__ import annotations
 
-
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -67,4 +66,4 @@ def reference_scaled_dpo_loss(
     return losses, chosen_rewards, rejected_rewards
 
 
-__all__ = ["dpo_loss", "reference_scaled_dpo_loss", "LOSS_TYPES"]
+__all__ = ["LOSS_TYPES", "dpo_loss", "reference_scaled_dpo_loss"]

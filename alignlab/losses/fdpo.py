@@ -57,4 +57,4 @@ def fdpo_loss(
     return losses, beta * f_chosen.detach(), beta * f_rejected.detach()
 
 
-__all__ = ["fdpo_loss", "f_prime", "DIVERGENCES"]
+__all__ = ["DIVERGENCES", "f_prime", "fdpo_loss"]

@@ -49,4 +49,4 @@ def ift_loss(token_logps: Tensor, loss_mask: Tensor, *, gamma: float = 0.95, det
                        losses.sum(-1) / n)
 
 
-__all__ = ["ift_loss", "future_discounted_sum"]
+__all__ = ["future_discounted_sum", "ift_loss"]

@@ -48,4 +48,4 @@ def orpo_loss(
     return losses, lam * chosen_mean.detach(), lam * rejected_mean.detach()
 
 
-__all__ = ["orpo_loss", "orpo_log_odds", "log1mexp"]
+__all__ = ["log1mexp", "orpo_log_odds", "orpo_loss"]

@@ -31,4 +31,4 @@ def sft_loss(
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
 
 
-__all__ = ["sft_loss", "NORMALIZATIONS"]
+__all__ = ["NORMALIZATIONS", "sft_loss"]

@@ -44,4 +44,4 @@ def tdpo_loss(
     return losses, chosen_rewards, rejected_rewards
 
 
-__all__ = ["tdpo_loss", "VARIANTS"]
+__all__ = ["VARIANTS", "tdpo_loss"]

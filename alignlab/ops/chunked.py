@@ -60,7 +60,7 @@ class _LinearTokenStats(torch.autograd.Function):
     """Per-token (lp, kl, ref_lp, entropy, reverse_kl) [N] from h [N, H], W [V, H]; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, chunk_size, want):  # noqa: D102
+    def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, chunk_size, want):
         want_kl, want_rkl, want_ent = want
         n = hidden.shape[0]
         zeros = hidden.new_zeros(n, dtype=_stat_dtype(hidden))
@@ -92,7 +92,7 @@ class _LinearTokenStats(torch.autograd.Function):
         return lp, kl, ref_lp, ent, rkl
 
     @staticmethod
-    def backward(ctx, g_lp, g_kl, _g_ref, _g_ent, _g_rkl):  # noqa: D102
+    def backward(ctx, g_lp, g_kl, _g_ref, _g_ent, _g_rkl):
         hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         n = hidden.shape[0]

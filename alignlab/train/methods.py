@@ -181,4 +181,4 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
     return StepOutput(losses=losses, metrics=metrics, tokens=int(batch["attention_mask"].sum()))
 
 
-__all__ = ["StepOutput", "ift_lambda", "pair_step", "sequence_step", "sequence_stats"]
+__all__ = ["StepOutput", "ift_lambda", "pair_step", "sequence_stats", "sequence_step"]

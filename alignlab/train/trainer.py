@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import yaml
@@ -29,7 +30,7 @@ from alignlab.errors import ConfigError
 from alignlab.train import checkpoint as ckpt
 from alignlab.train.callbacks import TrainerCallback
 from alignlab.train.config import TrainConfig
-from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_step, sequence_stats
+from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_stats, sequence_step
 from alignlab.train.metrics import MetricsWriter
 from alignlab.train.modeling import Trunk, autocast, load_policy, load_reference, reference_trunk
 from alignlab.train.ref_cache import cached_reference_logps, examples_fingerprint, model_fingerprint

@@ -18,6 +18,7 @@ def test_simpo_formula(seed, beta, gamma):
     sc, sr = -torch.rand(4, generator=g, dtype=torch.float64) * 40, -torch.rand(4, generator=g, dtype=torch.float64) * 40
     nc, nr = torch.randint(1, 30, (4,), generator=g), torch.randint(1, 30, (4,), generator=g)
     losses, cr, rr = simpo_loss(sc, sr, nc, nr, beta=beta, gamma=gamma)
+    torch.testing.assert_close(rr, beta * sr / nr)
     torch.testing.assert_close(losses, -torch.log(torch.sigmoid(beta * sc / nc - beta * sr / nr - gamma)))
     torch.testing.assert_close(cr, beta * sc / nc)
 
@@ -53,6 +54,7 @@ def test_orpo_formula(seed, lam):
     sc = -(torch.rand(4, generator=g, dtype=torch.float64) * 3 + 0.05) * nc
     sr = -(torch.rand(4, generator=g, dtype=torch.float64) * 3 + 0.05) * nr
     losses, cr, rr = orpo_loss(sc, sr, nc, nr, lam=lam)
+    torch.testing.assert_close(rr, lam * sr / nr)
     pw, pl = torch.exp(sc / nc), torch.exp(sr / nr)
     log_odds = torch.log(pw / (1 - pw)) - torch.log(pl / (1 - pl))
     torch.testing.assert_close(losses, -sc / nc - lam * torch.log(torch.sigmoid(log_odds)))

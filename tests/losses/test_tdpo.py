@@ -27,6 +27,7 @@ def test_paper_formulas(seed, beta, alpha):
     torch.testing.assert_close(l2, -torch.log(torch.sigmoid(beta * ((dw - dl) - alpha * (kl - kw)))))
     torch.testing.assert_close(c1, beta * (dw + kw))
     torch.testing.assert_close(r2, beta * (dl + kl))
+    torch.testing.assert_close(c2, c1)  # rewards do not depend on the variant
     torch.testing.assert_close(c1 - r1, beta * ((dw - dl) - (kl - kw)))  # TDPO1's reward margin is beta * z
 
 

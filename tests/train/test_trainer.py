@@ -44,7 +44,7 @@ def _grads(cfg_dict):
 def test_batch_8x1_equals_4x2(method, extra, small):
     g1, t1 = _grads(small(method, micro_batch_size=8, gradient_accumulation_steps=1, **extra))
     g2, t2 = _grads(small(method, micro_batch_size=4, gradient_accumulation_steps=2, **extra))
-    assert sorted(t1.step_positions(0)[0]) == sorted(sum(t2.step_positions(0), []))
+    assert sorted(t1.step_positions(0)[0]) == sorted(p for micro in t2.step_positions(0) for p in micro)
     assert g1.keys() == g2.keys() and g1
     for name in g1:
         torch.testing.assert_close(g2[name], g1[name], rtol=1e-6, atol=1e-6, msg=name)
@@ -150,7 +150,6 @@ def test_lora_reference_is_the_policy_with_adapters_disabled(small):
     trainer = Trainer(cfg)
     assert trainer.ref_model is None
     result = trainer.train()
-    assert result.eval_before == {} or True
     losses = [line["loss"] for line in read_metrics(result.run_dir) if "loss" in line]
     assert losses[0] == pytest.approx(math.log(2), abs=1e-5)
     assert (result.run_dir / "final" / "adapter_config.json").is_file()
@@ -162,7 +161,7 @@ def test_lora_reference_is_the_policy_with_adapters_disabled(small):
 def test_ift_with_zero_lambda_and_gamma_is_sft(small):
     ift_cfg = small("ift", ift_lambda=0.0, ift_gamma=0.0)
     sft_cfg = small("sft", freeze_input_embeddings=True, disable_dropout=True, sft_normalization="seq_mean")
-    g_ift, t_ift = _grads(ift_cfg)
+    g_ift, _ = _grads(ift_cfg)
     g_sft, _ = _grads(sft_cfg)
     assert g_ift.keys() == g_sft.keys()
     for name in g_ift:
