@@ -46,10 +46,15 @@ class SequenceStats:
 
 
 def _logits(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    z = h @ weight.t()
+    z = h @ weight.t() if torch.is_autocast_enabled(h.device.type) else h.to(weight.dtype) @ weight.t()
     if bias is not None:
         z = z + bias
     return z if z.dtype == torch.float64 else z.float()  # matmul in the model dtype, softmax statistics in fp32+
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    """sum_v a[i, v] b[i, v] -> [N], without materialising the product."""
+    return torch.einsum("iv,iv->i", a, b)
 
 
 def _stat_dtype(x: Tensor) -> torch.dtype:
@@ -66,33 +71,47 @@ class _LinearTokenStats(torch.autograd.Function):
         zeros = hidden.new_zeros(n, dtype=_stat_dtype(hidden))
         lp, kl, ref_lp, ent, rkl = (zeros.clone() for _ in range(5))
         has_ref = ref_hidden is not None
+        # Each [chunk, V] pass costs about a third of the chunk's matmul on a CPU, so the statistics are written
+        # to need as few full-width passes as possible: log-probs from a gather and the logsumexp (no log_softmax
+        # tensor), KL(q||p) = q.(zr - z) - lse_r + lse (sum q = 1), row dots as einsum (no product tensor).
         for s in range(0, n, chunk_size):
             e = min(s + chunk_size, n)
-            z = _logits(hidden[s:e], weight, bias)
-            log_p = z - torch.logsumexp(z, dim=-1, keepdim=True)
-            del z
             y = targets[s:e].unsqueeze(-1)
-            lp[s:e] = log_p.gather(-1, y).squeeze(-1)
+            z = _logits(hidden[s:e], weight, bias)
+            lse = torch.logsumexp(z, dim=-1)
+            lp[s:e] = z.gather(-1, y).squeeze(-1) - lse
             if want_ent or want_rkl:
-                p = log_p.exp()
+                p = torch.softmax(z, dim=-1)
                 if want_ent:
-                    ent[s:e] = -(p * log_p).sum(-1)
+                    ent[s:e] = lse - _rowdot(p, z)
             if has_ref:
                 zr = _logits(ref_hidden[s:e], ref_weight, ref_bias)
-                log_q = zr - torch.logsumexp(zr, dim=-1, keepdim=True)
-                del zr
-                ref_lp[s:e] = log_q.gather(-1, y).squeeze(-1)
-                if want_kl:
-                    kl[s:e] = (log_q.exp() * (log_q - log_p)).sum(-1)
-                if want_rkl:
-                    rkl[s:e] = (p * (log_p - log_q)).sum(-1)
+                lse_r = torch.logsumexp(zr, dim=-1)
+                ref_lp[s:e] = zr.gather(-1, y).squeeze(-1) - lse_r
+                if want_kl or want_rkl:
+                    d = zr - z
+                    if want_rkl:
+                        rkl[s:e] = lse_r - lse - _rowdot(p, d)
+                    if want_kl:
+                        q = zr.sub_(lse_r.unsqueeze(-1)).exp_()
+                        kl[s:e] = _rowdot(q, d) - lse_r + lse
         ctx.save_for_backward(hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias)
         ctx.chunk_size = chunk_size
+        device_type = hidden.device.type
+        # backward recomputes the tiles: under the same autocast as forward, so gradients match the loss exactly
+        ctx.autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
         ctx.mark_non_differentiable(ref_lp, ent, rkl)
         return lp, kl, ref_lp, ent, rkl
 
     @staticmethod
     def backward(ctx, g_lp, g_kl, _g_ref, _g_ent, _g_rkl):
+        if ctx.autocast is None:
+            return _LinearTokenStats._backward(ctx, g_lp, g_kl)
+        with torch.autocast(ctx.saved_tensors[0].device.type, dtype=ctx.autocast):
+            return _LinearTokenStats._backward(ctx, g_lp, g_kl)
+
+    @staticmethod
+    def _backward(ctx, g_lp, g_kl):
         hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         n = hidden.shape[0]
@@ -115,12 +134,17 @@ class _LinearTokenStats(torch.autograd.Function):
                 grad_z = p.mul_((b - a).unsqueeze(-1))
                 rows = (b != 0).nonzero().squeeze(1)
                 if rows.numel():  # the reference tile only where the KL has gradient (not TDPO2's chosen rows)
-                    q = torch.softmax(_logits(ref_hidden[s:e].index_select(0, rows), ref_weight, ref_bias), dim=-1)
-                    grad_z.index_add_(0, rows, q.mul_(-b.index_select(0, rows).unsqueeze(-1)))
+                    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+                    if r1 - r0 == rows.numel():  # one run of rows (rejected rows follow chosen ones): one fused pass
+                        q = torch.softmax(_logits(ref_hidden[s + r0:s + r1], ref_weight, ref_bias), dim=-1)
+                        grad_z[r0:r1].addcmul_(q, b[r0:r1].unsqueeze(-1), value=-1.0)
+                    else:
+                        q = torch.softmax(_logits(ref_hidden[s:e].index_select(0, rows), ref_weight, ref_bias), dim=-1)
+                        grad_z.index_add_(0, rows, q.mul_(-b.index_select(0, rows).unsqueeze(-1)))
                     del q
             grad_z.scatter_add_(-1, targets[s:e].unsqueeze(-1), a.unsqueeze(-1))
             if need_h:
-                grad_h[s:e] = grad_z.to(weight.dtype) @ weight
+                grad_h[s:e] = (grad_z.to(weight.dtype) @ weight).to(grad_h.dtype)
             if need_w:
                 grad_w.addmm_(grad_z.t(), hidden[s:e].to(acc))
             if need_b:

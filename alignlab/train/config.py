@@ -210,6 +210,35 @@ class TrainConfig:
                               "freeze_input_embeddings: false is not supported")
         if self.method == "ift" and not 0.0 <= self.ift_lambda <= 1.0:
             raise ConfigError("config key 'ift_lambda' must be in [0, 1]")
+        below_one = ("warmup_ratio", "ift_gamma")  # in [0, 1)
+        non_negative = ("tdpo_alpha", "ift_lambda_min", "ift_lambda_noise_std", "orpo_lambda", "simpo_gamma",
+                        "weight_decay")
+        for name in below_one + non_negative:
+            value = getattr(self, name)
+            if value < 0 or (name in below_one and value >= 1):
+                raise ConfigError(f"config key '{name}' must be {'in [0, 1)' if name in below_one else '>= 0'}; "
+                                  f"got {value}")
+        if self.ift_lambda_min > self.ift_lambda:
+            raise ConfigError("config key 'ift_lambda_min' must not exceed 'ift_lambda'")
+        if self.warmup_steps < 0 or self.ift_ramp_steps < 1:
+            raise ConfigError("config keys 'warmup_steps' must be >= 0 and 'ift_ramp_steps' >= 1")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError("config key 'max_grad_norm' must be > 0 or null")
+        if self.beta is not None and self.beta <= 0:
+            raise ConfigError(f"config key 'beta' must be > 0; got {self.beta}")
+        if not 0.0 < self.fdpo_alpha < 1.0:
+            raise ConfigError(f"config key 'fdpo_alpha' must be in (0, 1); got {self.fdpo_alpha}")
+        # keys that only act together with another key's value
+        dependent = {
+            "fdpo_alpha": (self.fdpo_divergence == "alpha", "fdpo_divergence: alpha"),
+            "ift_lambda_min": (self.ift_lambda_schedule == "linear", "ift_lambda_schedule: linear"),
+            "ift_ramp_steps": (self.ift_lambda_schedule == "linear", "ift_lambda_schedule: linear"),
+            "ref_cache_dir": (self.precompute_ref_logps, "precompute_ref_logps: true"),
+            "chunk_size": (self.chunked_ops or self.method == "ift", "chunked_ops: true"),
+        }
+        for name, (active, needs) in dependent.items():
+            if getattr(self, name) != getattr(defaults, name) and not active:
+                raise ConfigError(f"config key '{name}' has no effect without {needs}")
         if len(self.adam_betas) != 2:
             raise ConfigError("config key 'adam_betas' must be a list of two floats")
         if self.optimizer != "adamw" and self.adam_betas != [0.9, 0.999]:

@@ -102,8 +102,11 @@ def pair_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Tru
                                                      alpha=cfg.tdpo_alpha, variant=method)
         elif method == "ipo" and cfg.ipo_normalize:
             nc, nr = n_chosen.clamp(min=1), n_rejected.clamp(min=1)
-            losses, r_chosen, r_rejected = dpo_loss(chosen / nc, rejected / nr, ref_chosen / nc, ref_rejected / nr,
-                                                    beta=cfg.resolved_beta, loss_type="ipo")
+            losses, _, _ = dpo_loss(chosen / nc, rejected / nr, ref_chosen / nc, ref_rejected / nr,
+                                    beta=cfg.resolved_beta, loss_type="ipo")
+            # rewards as DPO's, beta * (S - S_ref) on sums (losses.md §4), whichever IPO variant trains
+            r_chosen = cfg.resolved_beta * (chosen - ref_chosen).detach()
+            r_rejected = cfg.resolved_beta * (rejected - ref_rejected).detach()
         else:
             losses, r_chosen, r_rejected = dpo_loss(chosen, rejected, ref_chosen, ref_rejected,
                                                     beta=cfg.resolved_beta,
@@ -163,7 +166,8 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
             guess = torch.cat([ids[:, :1], guesses[:, :-1]], dim=1)  # guess[:, t] predicts the token at t
             response = labels != -100
             mixed = torch.where(response, guess, ids)
-            e_in = (1.0 - lam) * e_true + lam * _embeds(trunk, mixed)
+            # bit-exact e_true off the response (a (1-lam)e + lam e blend is not, by an ulp)
+            e_in = torch.where(response.unsqueeze(-1), (1.0 - lam) * e_true + lam * _embeds(trunk, mixed), e_true)
             wrong = ((guess != ids) & response).sum(-1).float() / response.sum(-1).clamp(min=1)
             metrics["ift/guess_error_rate"] = wrong
         stats = sequence_stats(cfg, trunk, batch, inputs_embeds=e_in, token_logps=True)

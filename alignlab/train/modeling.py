@@ -62,6 +62,10 @@ def load_policy(cfg, dtype: torch.dtype) -> nn.Module:
     model = load_model(cfg.model, **({"seed": cfg.seed} if cfg.model.startswith("alignlab/") else {}), dtype=dtype)
     if cfg.resolved_disable_dropout:
         disable_dropout(model)
+    embeddings = model.get_input_embeddings().weight
+    if cfg.resolved_freeze_input_embeddings and embeddings is not model.get_output_embeddings().weight:
+        # fed from a frozen copy, the table gets no gradient: mark it so (DDP and the optimizer skip it)
+        embeddings.requires_grad_(False)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

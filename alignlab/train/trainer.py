@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 
 from alignlab.assets import cache_dir, load_tokenizer
@@ -60,7 +61,12 @@ class Trainer:
         self.console = console
         # Launched as several processes on a machine without CUDA (accelerate launch --multi_gpu, torchrun):
         # accelerate uses gloo on CPU only when told so; otherwise every process would train alone.
-        cpu_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        cpu_group = multi_process and not torch.cuda.is_available()
+        if not multi_process:
+            # accelerate keeps one global state per interpreter; a second Trainer in the same process (a notebook,
+            # a sweep, the quickstart's two stages) may use another precision
+            AcceleratorState._reset_state(reset_partial_state=True)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu_group)
         self.run_dir = cfg.resolved_run_dir()
         set_seed(cfg.seed)
@@ -113,6 +119,7 @@ class Trainer:
         policy = load_policy(cfg, dtype)
         self.ref_model = None
         self.ref_table = None
+        self._ref_rows: dict[int, torch.Tensor] = {}
         if cfg.precompute_ref_logps:
             self.ref_table = self._precompute_reference(policy, dtype)
         else:
@@ -143,8 +150,9 @@ class Trainer:
     def _precompute_reference(self, policy: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
         cfg, acc = self.cfg, self.accelerator
         ref_name = cfg.ref_model or cfg.model
-        fingerprint = "-".join([model_fingerprint(ref_name, seed=cfg.seed)[:24], cfg.dtype,
-                                examples_fingerprint(self.train_examples)[:24]])
+        scored = self.train_examples + self.eval_examples
+        fingerprint = "-".join([model_fingerprint(ref_name, seed=cfg.seed)[:24], cfg.dtype, cfg.mixed_precision,
+                                examples_fingerprint(scored)[:24]])
         directory = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else cache_dir() / "ref_logps"
         ref = None
 
@@ -154,19 +162,20 @@ class Trainer:
             out = []
             for s in range(0, len(positions), cfg.eval_batch_size):
                 chunk = positions[s:s + cfg.eval_batch_size]
-                batch = self._to_device(collate_preference([self.train_examples[i] for i in chunk], self.pad_id))
+                batch = self._to_device(collate_preference([scored[i] for i in chunk], self.pad_id))
                 with torch.no_grad(), autocast(cfg.mixed_precision, acc.device):
                     stats = sequence_stats(cfg, Trunk(ref), batch)
                 b = len(chunk)
                 out.append(torch.stack([stats.logps[:b], stats.logps[b:]], 1).double().cpu())
             return torch.cat(out)
 
-        table, cached = cached_reference_logps(directory, fingerprint, self.train_examples, compute,
+        table, cached = cached_reference_logps(directory, fingerprint, scored, compute,
                                                rank=acc.process_index, world=acc.num_processes,
                                                gather=gather_object, barrier=acc.wait_for_everyone)
         self._print(f"reference log-probs {'reused from' if cached else 'computed and cached in'} "
                     f"{directory / (fingerprint + '.pt')}")
         del ref
+        self._ref_rows = {id(ex): row for ex, row in zip(scored, table)}  # example -> (chosen, rejected) sums
         return table
 
     # ------------------------------------------------------------------------------------------- batches
@@ -182,19 +191,24 @@ class Trainer:
         return [block[(m * world + rank) * micro:(m * world + rank + 1) * micro]
                 for m in range(self.cfg.gradient_accumulation_steps)]
 
-    def _ref_logps(self, positions: list[int]) -> torch.Tensor | None:
+    def _ref_logps(self, examples: Sequence[dict[str, Any]]) -> torch.Tensor | None:
+        """Precomputed reference sums [2B] (chosen then rejected) for examples of the train or eval split."""
         if self.ref_table is None:
             return None
-        rows = self.ref_table[torch.tensor(positions)]
+        try:
+            rows = torch.stack([self._ref_rows[id(ex)] for ex in examples])
+        except KeyError:
+            raise ConfigError("precompute_ref_logps covers the train and eval examples only; "
+                              "score other pairs with the reference model online") from None
         return torch.cat([rows[:, 0], rows[:, 1]]).float().to(self.accelerator.device)
 
-    def _forward(self, batch: dict[str, torch.Tensor], positions: list[int] | None, step: int, lam: float,
+    def _forward(self, batch: dict[str, torch.Tensor], examples: Sequence[dict[str, Any]], step: int, lam: float,
                  *, eval_kl: bool = False, total_tokens: float | None = None) -> StepOutput:
         cfg = self.cfg
         with autocast(cfg.mixed_precision, self.accelerator.device):
             if not cfg.is_pair_method:
                 return sequence_step(cfg, self.trunk, batch, lam=lam, total_tokens=total_tokens)
-            ref_logps = self._ref_logps(positions) if positions is not None else None
+            ref_logps = self._ref_logps(examples)
             needs_online_ref = cfg.needs_reference and ref_logps is None
             ref = reference_trunk(self.policy, self.ref_model) if needs_online_ref else None
             return pair_step(cfg, self.trunk, batch, ref, ref_logps, eval_kl=eval_kl)
@@ -219,7 +233,8 @@ class Trainer:
         for m, (batch, positions) in enumerate(zip(batches, micro_positions)):
             last = m == len(batches) - 1
             with nullcontext() if last else acc.no_sync(self.trunk):
-                out = self._forward(batch, positions, step, lam, total_tokens=normaliser)
+                out = self._forward(batch, [self.train_examples[i] for i in positions], step, lam,
+                                    total_tokens=normaliser)
                 acc.backward(out.losses.sum() * acc.num_processes / normaliser)
             loss_sum += out.losses.detach().sum()
             tokens += out.tokens
@@ -263,10 +278,12 @@ class Trainer:
         for s in range(0, len(local), cfg.eval_batch_size):
             chunk = [self.eval_examples[i] for i in local[s:s + cfg.eval_batch_size]]
             batch = self._to_device(self.collate(chunk, self.pad_id))
-            out = self._forward(batch, None, 0, cfg.ift_lambda if cfg.method == "ift" else 0.0, eval_kl=True)
-            losses = out.losses if not (cfg.method == "sft" and cfg.sft_normalization == "token_mean") else \
-                -out.metrics["logps/sequence"] / (batch["labels"][:, 1:] != -100).sum(-1).clamp(min=1)
-            rows.setdefault("loss", []).extend(losses.float().cpu().tolist())
+            out = self._forward(batch, chunk, 0, cfg.ift_lambda if cfg.method == "ift" else 0.0, eval_kl=True)
+            if cfg.method == "sft" and cfg.sft_normalization == "token_mean":  # sum(-S) / sum(n), like training
+                rows.setdefault("_token_nll", []).extend((-out.metrics["logps/sequence"]).cpu().tolist())
+                rows.setdefault("_tokens", []).extend((batch["labels"][:, 1:] != -100).sum(-1).cpu().tolist())
+            else:
+                rows.setdefault("loss", []).extend(out.losses.float().cpu().tolist())
             for k, v in out.metrics.items():
                 rows.setdefault(k, []).extend(v.float().cpu().tolist())
         self.trunk.train(was_training)
@@ -274,7 +291,9 @@ class Trainer:
         for part in gather_object([rows]):
             for k, v in part.items():
                 merged.setdefault(k, []).extend(v)
-        result = {f"eval/{k}": sum(v) / len(v) for k, v in merged.items() if v}
+        result = {f"eval/{k}": sum(v) / len(v) for k, v in merged.items() if v and not k.startswith("_")}
+        if "_tokens" in merged:
+            result["eval/loss"] = sum(merged["_token_nll"]) / max(sum(merged["_tokens"]), 1)
         if "eval/kl/chosen" in result:
             result["eval/kl/sequence"] = (result["eval/kl/chosen"] + result["eval/kl/rejected"]) / 2
         return result
@@ -297,7 +316,12 @@ class Trainer:
                 has_ref = self.ref_model is not None or (cfg.lora and cfg.needs_reference)
                 ref_stats = sequence_stats(cfg, reference_trunk(self.policy, self.ref_model), batch) \
                     if has_ref else None
-            ref_logps = ref_stats.logps if ref_stats is not None else policy.logps * float("nan")
+            if ref_stats is not None:
+                ref_logps = ref_stats.logps
+            elif self.ref_table is not None:
+                ref_logps = self._ref_logps(chunk).to(policy.logps.dtype)
+            else:  # reference-free method: there is no reference ranking
+                ref_logps = policy.logps * float("nan")
             for name, value in (("policy_chosen_logps", policy.logps[:b]), ("policy_rejected_logps", policy.logps[b:]),
                                 ("ref_chosen_logps", ref_logps[:b]), ("ref_rejected_logps", ref_logps[b:]),
                                 ("chosen_lengths", policy.lengths[:b]), ("rejected_lengths", policy.lengths[b:])):
@@ -351,12 +375,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
+        # every process checks (not only the main one, which would leave the others waiting at a barrier)
+        previous = [p for p in ("metrics.jsonl", "final") if (self.run_dir / p).exists()]
+        if not self.resume and (ckpt.list_checkpoints(self.run_dir) or previous):
+            raise ConfigError(f"run_dir '{self.run_dir}' already holds a run: pass --resume to continue it, "
+                              "or choose another run_dir")
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            existing = ckpt.list_checkpoints(self.run_dir)
-            if existing and not self.resume:
-                raise ConfigError(f"run_dir '{self.run_dir}' already holds checkpoints: pass --resume to continue "
-                                  "it, or choose another run_dir")
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
             (self.run_dir / "data_report.txt").write_text(str(self.data_report) + "\n", encoding="utf-8")
         acc.wait_for_everyone()

@@ -114,3 +114,16 @@ def test_chunked_argmax_matches_full_logits():
     h, w, b, _, _, _ = _problem(9, bias=True)
     full = (h @ w.t() + b).argmax(-1)
     assert torch.equal(chunked_argmax(h, w, bias=b, chunk_size=7), full)
+
+
+@pytest.mark.parametrize("rows_with_kl", [[0, 2], [1], [0, 1, 2]])
+def test_kl_gradient_on_any_subset_of_rows(rows_with_kl):
+    """Backward recomputes the reference only where the KL has gradient: contiguous or scattered rows."""
+    h, w, _, hr, wr, labels = _problem(11)
+    grads = []
+    for fn in (plain_sequence_stats, chunked_sequence_stats):
+        s = fn(h, w, labels, ref_hidden=hr, ref_weight=wr, kl=True, chunk_size=64)
+        loss = s.logps.sum() + s.kl[rows_with_kl].sum()
+        grads.append(torch.autograd.grad(loss, [h, w]))
+    for a, c in zip(*grads):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)

@@ -47,3 +47,18 @@ def test_every_key_documented():
     text = describe_keys()
     for name in TrainConfig.__dataclass_fields__:
         assert f"\n{name} " in "\n" + text
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["method=fdpo", "fdpo_alpha=0.3"], "'fdpo_alpha' has no effect without fdpo_divergence: alpha"),
+    (["method=ift", "ift_ramp_steps=10"], "'ift_ramp_steps' has no effect without ift_lambda_schedule: linear"),
+    (["method=dpo", "ref_cache_dir=/tmp/x"], "'ref_cache_dir' has no effect without precompute_ref_logps"),
+    (["method=dpo", "chunked_ops=false", "chunk_size=64"], "'chunk_size' has no effect"),
+    (["method=ift", "ift_lambda_noise_std=-1"], "'ift_lambda_noise_std' must be >= 0"),
+    (["method=ift", "ift_gamma=1.0"], r"'ift_gamma' must be in \[0, 1\)"),
+    (["method=tdpo2", "beta=-0.1"], "'beta' must be > 0"),
+    (["method=dpo", "max_grad_norm=0"], "'max_grad_norm' must be > 0"),
+])
+def test_keys_without_effect_or_out_of_range_are_rejected(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=overrides)

@@ -14,9 +14,9 @@ from alignlab.train.metrics import read_metrics
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(tmp_path: Path, name: str, processes: int, micro: int) -> list[dict]:
+def _run(tmp_path: Path, name: str, processes: int, micro: int, method: str) -> list[dict]:
     run_dir = tmp_path / name
-    keys = ["method=dpo", f"micro_batch_size={micro}", "max_steps=3", "limit=48", "max_length=64",
+    keys = [f"micro_batch_size={micro}", "max_steps=3", "limit=48", "max_length=64",
             "max_prompt_length=32", "eval_fraction=0.2", "warmup_steps=0", "learning_rate=1e-3",
             f"run_dir={run_dir}", "tensorboard=false", "progress=false"]
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
@@ -24,18 +24,19 @@ def _run(tmp_path: Path, name: str, processes: int, micro: int) -> list[dict]:
     multi = ["--multi_gpu"] if processes > 1 else []
     cmd = [accelerate, "launch", *multi, "--num_processes", str(processes), "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "alignlab.cli", "train",
-           "--config", str(ROOT / "recipes" / "dpo.yaml"), *keys]
+           "--config", str(ROOT / "recipes" / f"{method}.yaml"), *keys]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     return read_metrics(run_dir)
 
 
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("method", ["dpo", "ift"])
+def test_two_processes_match_one(method, tmp_path):
     if shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None:
         pytest.skip("accelerate CLI not installed next to this interpreter")
-    one = _run(tmp_path, "one", 1, 8)
-    two = _run(tmp_path, "two", 2, 4)
+    one = _run(tmp_path, "one", 1, 8, method)
+    two = _run(tmp_path, "two", 2, 4, method)
     losses_one = [line["loss"] for line in one if "loss" in line]
     losses_two = [line["loss"] for line in two if "loss" in line]
     assert len(losses_one) == 3 and losses_one[-1] < losses_one[0]

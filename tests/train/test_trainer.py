@@ -186,3 +186,27 @@ def test_metrics_file_has_the_promised_keys(small):
     evals = [line for line in lines if "eval/loss" in line]
     assert len(evals) == 2 and "eval/kl/sequence" in evals[0] and "eval/kl_reverse/chosen" in evals[0]
     json.dumps(lines)
+
+
+def test_precomputed_reference_serves_evaluation_and_flip_scoring(small, tmp_path):
+    cfg = small("dpo", max_steps=2, precompute_ref_logps=True, ref_cache_dir=str(tmp_path / "rc"), eval_fraction=0.25)
+    trainer = Trainer(load_config(base=cfg))
+    result = trainer.train()
+    assert result.eval_before["eval/loss"] == pytest.approx(math.log(2), abs=1e-5)
+    scores = trainer.score_pairs(trainer.train_examples[:5])
+    assert torch.isfinite(scores["ref_chosen_logps"]).all() and torch.isfinite(scores["ref_rejected_logps"]).all()
+
+
+@pytest.mark.parametrize("keys", [{"mixed_precision": "bf16"}, {"dtype": "bfloat16", "mixed_precision": "bf16"},
+                                  {"dtype": "bfloat16"}, {"gradient_checkpointing": True, "mixed_precision": "bf16"}])
+@pytest.mark.parametrize("method", ["tdpo2", "ift"])
+def test_bf16_and_checkpointing_train(method, keys, small):
+    result = train(load_config(base=small(method, max_steps=2, eval_fraction=0.25, **keys)))
+    assert math.isfinite(result.eval_after["eval/loss"])
+
+
+def test_fresh_run_refuses_a_finished_run_dir(small):
+    base = small("sft", max_steps=1)
+    train(load_config(base=base))  # leaves final/ and metrics.jsonl, no checkpoint-*
+    with pytest.raises(Exception, match="already holds a run"):
+        train(load_config(base=base))
