@@ -2,8 +2,9 @@
 
 Batching semantics (shared/reference data.md §8): `micro_batch_size` rows per process per forward,
 `gradient_accumulation_steps` forwards per optimizer step, so a step sees G = micro x accumulation x processes
-pairs (or sequences). The data order is a pure function of (seed, step): epoch e is a seeded permutation, step k
-of it takes the k-th block of G examples and each process takes its slice, so resuming needs only the step.
+pairs (or sequences). The data order is a pure function of (seed, step): epoch e is a seeded permutation of the
+prompts (one prompt's pairs stay consecutive), step k takes the k-th block of G examples of it and each process
+takes its slice, so resuming needs only the step. The held-out split is drawn by prompt, too.
 The step's loss is sum(per-row losses) / (global rows, or global response tokens for SFT token_mean), scaled by
 the process count because DDP averages gradients: batch 8 x accumulation 1 and 4 x 2 give the same gradients.
 """
@@ -96,13 +97,22 @@ class Trainer:
         if cfg.eval_data is not None:
             eval_examples, _ = load(cfg.eval_data, self.tokenizer, split=cfg.eval_split, **kwargs)
         elif cfg.eval_fraction > 0:
-            order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-            n_eval = max(1, int(round(len(examples) * cfg.eval_fraction)))
-            eval_examples = [examples[i] for i in sorted(order[:n_eval])]
-            examples = [examples[i] for i in sorted(order[n_eval:])]
+            # held out by prompt, so no prompt has pairs on both sides of the split
+            groups = _prompt_groups(examples)
+            order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+            target = max(1, int(round(len(examples) * cfg.eval_fraction)))
+            held: list[int] = []
+            for g in order:
+                if len(held) >= target or len(held) + len(groups[g]) >= len(examples):
+                    break
+                held.extend(groups[g])
+            held_set = set(held)
+            eval_examples = [examples[i] for i in sorted(held_set)]
+            examples = [ex for i, ex in enumerate(examples) if i not in held_set]
         else:
             eval_examples = []
         self.train_examples, self.eval_examples = examples, eval_examples
+        self._train_groups = _prompt_groups(examples)
         world = self.accelerator.num_processes
         self.global_batch = cfg.micro_batch_size * cfg.gradient_accumulation_steps * world
         self.steps_per_epoch = len(examples) // self.global_batch
@@ -185,8 +195,10 @@ class Trainer:
     def step_positions(self, step: int) -> list[list[int]]:
         """Example positions of this process's micro-batches at an optimizer step."""
         epoch, k = divmod(step, self.steps_per_epoch)
-        perm = torch.randperm(len(self.train_examples), generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
-        block = perm[k * self.global_batch:(k + 1) * self.global_batch].tolist()
+        # each epoch shuffles prompts, keeping one prompt's pairs consecutive (the DPO reference's order)
+        perm = torch.randperm(len(self._train_groups), generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
+        order = [i for g in perm.tolist() for i in self._train_groups[g]]
+        block = order[k * self.global_batch:(k + 1) * self.global_batch]
         micro, world, rank = self.cfg.micro_batch_size, self.accelerator.num_processes, self.accelerator.process_index
         return [block[(m * world + rank) * micro:(m * world + rank + 1) * micro]
                 for m in range(self.cfg.gradient_accumulation_steps)]
@@ -433,6 +445,19 @@ class Trainer:
                             TimeRemainingColumn(), console=self.console, transient=False)
         progress.start()
         return progress
+
+
+def _prompt_groups(examples: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Example positions grouped by prompt tokens (in first-seen order): pairs or SFT sequences of one prompt."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, ex in enumerate(examples):
+        if "prompt_input_ids" in ex:
+            key = tuple(ex["prompt_input_ids"])
+        else:  # SFT: the tokens before the first trained one
+            first = next((t for t, label in enumerate(ex["labels"]) if label != -100), len(ex["labels"]))
+            key = tuple(ex["input_ids"][:first])
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:

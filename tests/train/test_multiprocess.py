@@ -40,7 +40,7 @@ def test_two_processes_match_one(method, tmp_path):
     losses_one = [line["loss"] for line in one if "loss" in line]
     losses_two = [line["loss"] for line in two if "loss" in line]
     assert len(losses_one) == 3 and losses_one[-1] < losses_one[0]
-    assert losses_two == pytest.approx(losses_one, rel=1e-5, abs=1e-6)
+    assert losses_two == pytest.approx(losses_one, rel=0, abs=1e-5)  # fp32 all-reduce order: ~3e-6 seen
     eval_one = [line["eval/loss"] for line in one if "eval/loss" in line]
     eval_two = [line["eval/loss"] for line in two if "eval/loss" in line]
-    assert eval_two == pytest.approx(eval_one, rel=1e-5, abs=1e-6)
+    assert eval_two == pytest.approx(eval_one, rel=0, abs=1e-5)

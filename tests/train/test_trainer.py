@@ -210,3 +210,18 @@ def test_fresh_run_refuses_a_finished_run_dir(small):
     train(load_config(base=base))  # leaves final/ and metrics.jsonl, no checkpoint-*
     with pytest.raises(Exception, match="already holds a run"):
         train(load_config(base=base))
+
+
+def test_eval_split_and_epoch_order_keep_prompts_together(small):
+    from alignlab.train.trainer import _prompt_groups
+
+    trainer = Trainer(load_config(base=small("dpo", limit=None, eval_fraction=0.2)))
+    train_prompts = {tuple(ex["prompt_input_ids"]) for ex in trainer.train_examples}
+    eval_prompts = {tuple(ex["prompt_input_ids"]) for ex in trainer.eval_examples}
+    assert eval_prompts and not train_prompts & eval_prompts
+    groups = _prompt_groups(trainer.train_examples)
+    order = [p for step in range(trainer.steps_per_epoch) for micro in trainer.step_positions(step) for p in micro]
+    assert len(order) == len(set(order))
+    group_of = {p: g for g, members in enumerate(groups) for p in members}
+    runs = [group_of[p] for p in order]
+    assert sum(a != b for a, b in zip(runs, runs[1:])) <= len(groups)  # each prompt's pairs form one run
