@@ -149,8 +149,7 @@ def ift_lambda(cfg: TrainConfig, step: int, generator: torch.Generator | None = 
     return lam
 
 
-def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, lam: float = 0.0,
-                  total_tokens: float | None = None) -> StepOutput:
+def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, lam: float = 0.0) -> StepOutput:
     """SFT or IFT on one micro-batch of B sequences; losses [B] (for token_mean: -S_b, normalised by the caller)."""
     labels = batch["labels"]
     if cfg.method == "ift":

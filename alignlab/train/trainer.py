@@ -11,6 +11,7 @@ the process count because DDP averages gradients: batch 8 x accumulation 1 and 4
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -168,7 +169,8 @@ class Trainer:
 
         def compute(positions: list[int]) -> torch.Tensor:
             nonlocal ref
-            ref = ref or acc.prepare_model(load_reference(cfg, dtype, policy), evaluation_mode=True)
+            if ref is None:
+                ref = acc.prepare_model(load_reference(cfg, dtype, policy), evaluation_mode=True)
             out = []
             for s in range(0, len(positions), cfg.eval_batch_size):
                 chunk = positions[s:s + cfg.eval_batch_size]
@@ -214,12 +216,12 @@ class Trainer:
                               "score other pairs with the reference model online") from None
         return torch.cat([rows[:, 0], rows[:, 1]]).float().to(self.accelerator.device)
 
-    def _forward(self, batch: dict[str, torch.Tensor], examples: Sequence[dict[str, Any]], step: int, lam: float,
-                 *, eval_kl: bool = False, total_tokens: float | None = None) -> StepOutput:
+    def _forward(self, batch: dict[str, torch.Tensor], examples: Sequence[dict[str, Any]], lam: float,
+                 *, eval_kl: bool = False) -> StepOutput:
         cfg = self.cfg
         with autocast(cfg.mixed_precision, self.accelerator.device):
             if not cfg.is_pair_method:
-                return sequence_step(cfg, self.trunk, batch, lam=lam, total_tokens=total_tokens)
+                return sequence_step(cfg, self.trunk, batch, lam=lam)
             ref_logps = self._ref_logps(examples)
             needs_online_ref = cfg.needs_reference and ref_logps is None
             ref = reference_trunk(self.policy, self.ref_model) if needs_online_ref else None
@@ -245,8 +247,7 @@ class Trainer:
         for m, (batch, positions) in enumerate(zip(batches, micro_positions)):
             last = m == len(batches) - 1
             with nullcontext() if last else acc.no_sync(self.trunk):
-                out = self._forward(batch, [self.train_examples[i] for i in positions], step, lam,
-                                    total_tokens=normaliser)
+                out = self._forward(batch, [self.train_examples[i] for i in positions], lam)
                 acc.backward(out.losses.sum() * acc.num_processes / normaliser)
             loss_sum += out.losses.detach().sum()
             tokens += out.tokens
@@ -278,19 +279,22 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ evaluate
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Mean loss and metrics over the held-out examples (forward and reverse sequence KL included)."""
+    def evaluate(self, step: int = 0) -> dict[str, float]:
+        """Mean loss and metrics over the held-out examples (forward and reverse sequence KL included).
+
+        IFT evaluates at the step's scheduled lambda, without the training-time disturbance."""
         if not self.eval_examples:
             return {}
         cfg, acc = self.cfg, self.accelerator
         was_training = self.trunk.training
         self.trunk.eval()
         local = list(range(acc.process_index, len(self.eval_examples), acc.num_processes))
+        lam = ift_lambda(dataclasses.replace(cfg, ift_lambda_noise_std=0.0), step) if cfg.method == "ift" else 0.0
         rows: dict[str, list[float]] = {}
         for s in range(0, len(local), cfg.eval_batch_size):
             chunk = [self.eval_examples[i] for i in local[s:s + cfg.eval_batch_size]]
             batch = self._to_device(self.collate(chunk, self.pad_id))
-            out = self._forward(batch, chunk, 0, cfg.ift_lambda if cfg.method == "ift" else 0.0, eval_kl=True)
+            out = self._forward(batch, chunk, lam, eval_kl=True)
             if cfg.method == "sft" and cfg.sft_normalization == "token_mean":  # sum(-S) / sum(n), like training
                 rows.setdefault("_token_nll", []).extend((-out.metrics["logps/sequence"]).cpu().tolist())
                 rows.setdefault("_tokens", []).extend((batch["labels"][:, 1:] != -100).sum(-1).cpu().tolist())
@@ -429,7 +433,7 @@ class Trainer:
         return result
 
     def _evaluate_and_log(self, writer: MetricsWriter, step: int) -> dict[str, float]:
-        metrics = self.evaluate()
+        metrics = self.evaluate(step)
         for cb in self.callbacks:
             metrics.update(cb.on_evaluate(self, step))
         if metrics:
