@@ -2,7 +2,10 @@
 
 The tokenizer's own ``chat_template`` is used when it has one; otherwise alignlab's ``DEFAULT_CHAT_TEMPLATE``
 (ChatML): each message is ``"<|im_start|>{role}\\n{content}<|im_end|>\\n"`` and the generation prompt is
-``"<|im_start|>assistant\\n"``. No BOS or system message is added.
+``"<|im_start|>assistant\\n"``. Rendering adds no system message and no BOS of its own: the text is what the
+template renders (a template that starts with ``{{ bos_token }}``, as Llama-3's and Gemma's do, renders the BOS
+string, which encodes to the BOS id), and ``alignlab.data.tokenization`` then starts each sequence as the
+tokenizer would, adding a BOS only where the rendering does not already start with it.
 
 Segments come from incremental rendering (data.md §4, "incremental rendering, checked for the prefix
 property"): with r_k = render(messages[:k]) and g_k = render(messages[:k], add_generation_prompt=True),

@@ -7,11 +7,21 @@ The rule (the convention of the DPO and TDPO reference code, data.md §4 "separa
    prompt messages plus the assistant generation header) is untrained; a response is trained. In multi-turn
    messages, template headers and non-assistant turns are untrained, assistant content and its end-of-turn
    marker are trained (``alignlab.data.chat``).
-2. Encode every segment on its own with ``add_special_tokens=False`` (no BOS is ever added) and concatenate
-   the ids. The prompt ids are therefore an exact prefix of prompt + response ids, chosen and rejected share
-   the same prompt ids, and no prompt token is ever scored.
-3. Append EOS to a sequence that ends with a trained segment, unless its last id already is EOS.
-4. labels = the id on trained tokens (EOS included), -100 elsewhere (collation pads labels with -100 too).
+2. Encode every segment on its own with ``add_special_tokens=False`` and concatenate the ids. The prompt ids
+   are therefore an exact prefix of prompt + response ids, chosen and rejected share the same prompt ids, and
+   no prompt token is ever scored.
+3. Start every sequence as the tokenizer starts one: the ids that ``tokenizer(text)`` puts before the text by
+   default (its "prefix": one BOS for Llama, Gemma, Mistral; none for GPT-2, Qwen2 and alignlab's own
+   tokenizer) are prepended to the prompt ids, less those the prompt already starts with, so a chat template
+   that renders ``{{ bos_token }}`` (Llama-3, Gemma) gets no second BOS. The prefix belongs to the prompt: it
+   is in ``prompt_input_ids``, labelled -100 and never scored; a sequence with no untrained lead (SFT
+   ``text``) gets a prompt made of the prefix alone. Where the tokenizer adds nothing but the rendered text
+   starts with its BOS (a template's), that BOS is the sequence start in the same way. The prefix is found
+   once per tokenizer object by encoding a probe string with and without special tokens
+   (``default_special_ids``).
+4. Append EOS to a sequence that ends with a trained segment, unless its last id already is EOS. What the
+   tokenizer appends by default (an EOS for some) is not added on top: a sequence ends with at most one EOS.
+5. labels = the id on trained tokens (EOS included), -100 elsewhere (collation pads labels with -100 too).
 
 The joint encoding enc(prompt + response) can differ from enc(prompt) + enc(response) where a BPE merge spans
 the boundary (e.g. a prompt ending in "Assistant: " and a response "Hello": jointly "Ġ" + "Hello" may become
@@ -21,9 +31,10 @@ any boundary would merge in ``DataReport.n_boundary_merges``. Generation from th
 training tokenization; text that is re-tokenized jointly may not, and the count says how often.
 
 Truncation (data.md §5, the DPO reference rule), with L = len(prompt) + max(len(chosen), len(rejected))
-counted in tokens including EOS:
-- if L > max_length, cut the prompt to max_prompt_length tokens, keeping its end (``keep_end``, the default:
-  the latest turns and the generation header survive) or its start (``keep_start``);
+counted in tokens including the prefix (BOS) and EOS:
+- if L > max_length, cut the prompt to max_prompt_length tokens, the prefix included and always kept: keep
+  the prefix and the end of the rest (``keep_end``, the default: the latest turns and the generation header
+  survive) or the start (``keep_start``); max_prompt_length below the prefix length is a ConfigError;
 - if still too long: ``response_truncation="truncate"`` cuts each response at the end to max_length -
   len(prompt) tokens (its EOS is lost: ``eos_dropped``); ``"drop_example"`` drops the example.
 - an example left with no trained response token is dropped (``n_dropped_empty``). SFT examples follow the
@@ -32,6 +43,8 @@ counted in tokens including EOS:
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from alignlab.data.chat import Segment, chat_segments, merge_segments, render_messages
@@ -42,6 +55,8 @@ from alignlab.errors import ConfigError
 IGNORE_INDEX = -100
 PROMPT_TRUNCATIONS = ("keep_end", "keep_start")
 RESPONSE_TRUNCATIONS = ("truncate", "drop_example")
+# Plain words every vocabulary encodes to at least one id, with no special-token text in them.
+_PROBE = "Hello world"
 
 
 def check_lengths(
@@ -78,12 +93,81 @@ def encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False)) if text else []
 
 
-class _Encoder:
-    """Encodes segment lists and detects boundary merges; one per tokenizer."""
+@dataclass(frozen=True)
+class DefaultSpecialIds:
+    """What ``tokenizer(text)`` adds around the ids of ``text`` by default: ``prefix`` (e.g. ``(bos,)``) and
+    ``suffix`` (e.g. ``(eos,)``); both empty for a tokenizer that adds nothing."""
 
-    def __init__(self, tokenizer: Any):
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+
+# One detection per tokenizer object; weak keys so a cached tokenizer can still be freed.
+_SPECIALS: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, Any], DefaultSpecialIds]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def default_special_ids(tokenizer: Any) -> DefaultSpecialIds:
+    """The ids the tokenizer adds by default before and after a text, from one probe encoded with and without
+    special tokens; cached per tokenizer object (re-probed if its ``add_bos_token`` / ``add_eos_token``
+    setting changes). Raises ConfigError if the plain ids are not a contiguous part of the default ones."""
+    state = (getattr(tokenizer, "add_bos_token", None), getattr(tokenizer, "add_eos_token", None))
+    try:
+        cached = _SPECIALS.get(tokenizer)
+    except TypeError:  # not weak-referenceable or unhashable: probe again (once per tokenize call)
+        cached = None
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    plain = list(tokenizer.encode(_PROBE, add_special_tokens=False))
+    full = list(tokenizer.encode(_PROBE))
+    n = len(plain)
+    # the first place the plain ids occur; a suffix-only tokenizer (text + EOS) matches at 0
+    start = next((i for i in range(len(full) - n + 1) if full[i : i + n] == plain), None)
+    if not plain or start is None:
+        raise ConfigError(
+            f"the tokenizer encodes {_PROBE!r} as {full} by default and {plain} without special tokens; "
+            "alignlab cannot tell which special tokens it adds (expected the second inside the first)"
+        )
+    specials = DefaultSpecialIds(prefix=tuple(full[:start]), suffix=tuple(full[start + n :]))
+    try:
+        _SPECIALS[tokenizer] = (state, specials)
+    except TypeError:
+        pass
+    return specials
+
+
+class _Encoder:
+    """Encodes segment lists, starts sequences with the tokenizer's prefix and detects boundary merges; one per
+    tokenizer."""
+
+    def __init__(self, tokenizer: Any, max_prompt_length: int):
         self.tokenizer = tokenizer
         self.eos = eos_token_id(tokenizer)
+        self.bos = getattr(tokenizer, "bos_token_id", None)
+        self.prefix = list(default_special_ids(tokenizer).prefix)
+        if len(self.prefix) > max_prompt_length:
+            raise ConfigError(
+                f"max_prompt_length={max_prompt_length} cannot hold the {len(self.prefix)} ids the tokenizer "
+                f"starts every sequence with ({self.prefix}); raise it to at least {len(self.prefix)}"
+            )
+
+    def lead(self, ids: list[int]) -> int:
+        """How many leading ids of ``ids`` are the sequence start: those of the tokenizer's prefix it already
+        starts with (a template's ``{{ bos_token }}``) or, for a tokenizer that adds nothing, a BOS its text
+        rendered (a template's BOS is protected from truncation and unlabelled all the same)."""
+        if not self.prefix:
+            return int(self.bos is not None and ids[:1] == [self.bos])
+        n = 0
+        while n < min(len(ids), len(self.prefix)) and ids[n] == self.prefix[n]:
+            n += 1
+        return n
+
+    def start(self, prompt: list[int]) -> tuple[list[int], int]:
+        """(prompt ids starting as the tokenizer starts a sequence, length of that start): the prefix, then the
+        prompt less the part of the prefix it already starts with, so a BOS is never doubled."""
+        ids = self.prefix + prompt[self.lead(prompt) :] if self.prefix else prompt
+        return ids, self.lead(ids)
 
     def response(self, segments: list[Segment]) -> tuple[list[int], list[int], list[list[int]]]:
         """(ids, labels, per-segment ids) of response segments, EOS appended after a trained last segment."""
@@ -147,8 +231,12 @@ def sft_segments(tokenizer: Any, item: SFTItem, sft_turns: str = "all") -> list[
     raise AssertionError(item.kind)
 
 
-def _cut_prompt(ids: list[int], n: int, keep: str) -> list[int]:
-    return ids[len(ids) - n :] if keep == "keep_end" else ids[:n]
+def _cut_prompt(ids: list[int], n: int, keep: str, lead: int) -> list[int]:
+    """``ids`` cut to ``n <= len(ids)`` tokens; the first ``lead`` (the sequence start, BOS, ``lead <= n``) always
+    survive and count toward ``n``."""
+    if keep == "keep_start":
+        return ids[:n]
+    return ids[:lead] + ids[len(ids) - (n - lead) :]
 
 
 def _has_trained(labels: list[int]) -> bool:
@@ -167,7 +255,7 @@ def tokenize_preference(
 ) -> list[dict[str, Any]]:
     """Preference examples (see the package docstring for the dict keys); updates ``report`` counts."""
     check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
-    enc = _Encoder(tokenizer)
+    enc = _Encoder(tokenizer, max_prompt_length)
     out = []
     for item in items:
         prompt_text, chosen_segs, rejected_segs = preference_segments(tokenizer, item)
@@ -181,9 +269,11 @@ def tokenize_preference(
             enc.merges([prompt_text] + [t for t, _ in segs], [prompt] + parts)
             for segs, parts in ((chosen_segs, chosen_parts), (rejected_segs, rejected_parts))
         )
+        prompt, lead = enc.start(prompt)
         prompt_cut = eos_dropped = False
         if len(prompt) + max(len(chosen), len(rejected)) > max_length and len(prompt) > max_prompt_length:
-            prompt, prompt_cut = _cut_prompt(prompt, max_prompt_length, prompt_truncation), True
+            prompt = _cut_prompt(prompt, max_prompt_length, prompt_truncation, lead)
+            prompt_cut = True
         if len(prompt) + max(len(chosen), len(rejected)) > max_length:
             if response_truncation == "drop_example":
                 report.n_dropped_truncation += 1
@@ -231,11 +321,11 @@ def tokenize_sft(
 ) -> list[dict[str, Any]]:
     """SFT examples ``{"input_ids", "labels", "index", "eos_dropped"}``; updates ``report`` counts.
 
-    The prompt is the leading untrained segment (none for ``text``); the rest, trained or not (later user
-    turns), is the response for truncation.
+    The prompt is the tokenizer's prefix (BOS, if it adds one) and the leading untrained segment (none for
+    ``text``); the rest, trained or not (later user turns), is the response for truncation.
     """
     check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
-    enc = _Encoder(tokenizer)
+    enc = _Encoder(tokenizer, max_prompt_length)
     out = []
     for item in items:
         segments = sft_segments(tokenizer, item, sft_turns)
@@ -247,9 +337,16 @@ def tokenize_sft(
         prompt = encode(tokenizer, prompt_text)
         response, labels, parts = enc.response(rest)
         merged = enc.merges([prompt_text] + [t for t, _ in rest], [prompt] + parts)
+        if not prompt:
+            # no untrained lead (``text``, or a first message that is trained): start ids the sequence already
+            # has (a template's BOS) move into the prompt, so they are unlabelled and never doubled
+            k = enc.lead(response)
+            prompt, response, labels = response[:k], response[k:], labels[k:]
+        prompt, lead = enc.start(prompt)
         prompt_cut = eos_dropped = False
         if len(prompt) + len(response) > max_length and len(prompt) > max_prompt_length:
-            prompt, prompt_cut = _cut_prompt(prompt, max_prompt_length, prompt_truncation), True
+            prompt = _cut_prompt(prompt, max_prompt_length, prompt_truncation, lead)
+            prompt_cut = True
         if len(prompt) + len(response) > max_length:
             if response_truncation == "drop_example":
                 report.n_dropped_truncation += 1
