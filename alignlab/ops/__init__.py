@@ -4,7 +4,13 @@
 per-sequence statistics from hidden states and the lm_head weight one token chunk at a time.
 """
 
-from alignlab.ops.chunked import SequenceStats, chunked_argmax, chunked_sequence_stats, plain_sequence_stats
+from alignlab.ops.chunked import (
+    SequenceStats,
+    chunked_argmax,
+    chunked_sequence_stats,
+    head_logits,
+    plain_sequence_stats,
+)
 from alignlab.ops.token_stats import (
     KL_DIRECTIONS,
     response_lengths,
@@ -22,6 +28,7 @@ __all__ = [
     "SequenceStats",
     "chunked_argmax",
     "chunked_sequence_stats",
+    "head_logits",
     "plain_sequence_stats",
     "response_lengths",
     "sequence_entropy",

@@ -7,12 +7,15 @@ the KL temporaries are alive, and again for backward). Here:
 2. the vocabulary projection runs over chunks of `chunk_size` tokens, one [chunk, V] fp32 tile at a time, emitting
    per-token log pi(y), forward KL(pi_ref || pi_theta) and, without gradient, the reference log-prob, entropy and
    reverse KL;
-3. backward recomputes each chunk's logits and forms the logit gradient in closed form
-   (shared/reference token_ops.md §2, §6):
+3. backward recomputes each chunk's logits and forms the logit gradient in closed form:
        grad_z = g_lp * (onehot(y) - p) + g_kl * (p - q)
    with g_lp, g_kl the per-token upstream gradients autograd hands back, so any sequence-level loss works.
    Tokens whose KL gradient is exactly zero (TDPO2's stop-gradient chosen rows) skip the reference recompute.
 4. per-token outputs are summed into per-sequence statistics by row index.
+
+The output head is z = softcap(scale * (h W^T + b)) with softcap(u) = c tanh(u / c) (Gemma-2/3's
+final_logit_softcapping; scale is Cohere's logit_scale, 1 / Granite's logits_scaling). Both act on each tile, and
+backward carries their derivative, dz/du = scale * (1 - (z / c)^2), so chunking stays exact for every head.
 
 `plain_sequence_stats` has the same signature and computes the same statistics from full logits; it is the
 reference the chunked path is tested against (values and gradients).
@@ -45,11 +48,24 @@ class SequenceStats:
     token_logps: Tensor | None = None
 
 
-def _logits(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def head_logits(h: Tensor, weight: Tensor, bias: Tensor | None = None, scale: float = 1.0,
+                softcap: float | None = None) -> Tensor:
+    """Output-head logits softcap(scale * (h W^T + b)): h [..., H], weight [V, H], bias [V] -> [..., V] in fp32
+    (fp64 for fp64 inputs). The matmul runs in the model dtype (or under autocast), the transform in fp32."""
     z = h @ weight.t() if torch.is_autocast_enabled(h.device.type) else h.to(weight.dtype) @ weight.t()
     if bias is not None:
         z = z + bias
-    return z if z.dtype == torch.float64 else z.float()  # matmul in the model dtype, softmax statistics in fp32+
+    z = z if z.dtype == torch.float64 else z.float()
+    if z.requires_grad:  # the plain path differentiates through the transform: out of place
+        if scale != 1.0:
+            z = z * scale
+        return torch.tanh(z / softcap) * softcap if softcap is not None else z
+    # a fresh tensor without autograd history (the chunked tiles): transform in place, no second [N, V] tile
+    if scale != 1.0:
+        z.mul_(scale)
+    if softcap is not None:
+        z.div_(softcap).tanh_().mul_(softcap)
+    return z
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
@@ -62,11 +78,14 @@ def _stat_dtype(x: Tensor) -> torch.dtype:
 
 
 class _LinearTokenStats(torch.autograd.Function):
-    """Per-token (lp, kl, ref_lp, entropy, reverse_kl) [N] from h [N, H], W [V, H]; see the module docstring."""
+    """Per-token (lp, kl, ref_lp, entropy, reverse_kl) [N] from h [N, H], W [V, H]; see the module docstring.
+
+    `transform` = (scale, softcap, ref_scale, ref_softcap) of the two heads."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, chunk_size, want):
+    def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, chunk_size, want, transform):
         want_kl, want_rkl, want_ent = want
+        scale, softcap, ref_scale, ref_softcap = transform
         n = hidden.shape[0]
         zeros = hidden.new_zeros(n, dtype=_stat_dtype(hidden))
         lp, kl, ref_lp, ent, rkl = (zeros.clone() for _ in range(5))
@@ -77,7 +96,7 @@ class _LinearTokenStats(torch.autograd.Function):
         for s in range(0, n, chunk_size):
             e = min(s + chunk_size, n)
             y = targets[s:e].unsqueeze(-1)
-            z = _logits(hidden[s:e], weight, bias)
+            z = head_logits(hidden[s:e], weight, bias, scale, softcap)
             lse = torch.logsumexp(z, dim=-1)
             lp[s:e] = z.gather(-1, y).squeeze(-1) - lse
             if want_ent or want_rkl:
@@ -85,7 +104,7 @@ class _LinearTokenStats(torch.autograd.Function):
                 if want_ent:
                     ent[s:e] = lse - _rowdot(p, z)
             if has_ref:
-                zr = _logits(ref_hidden[s:e], ref_weight, ref_bias)
+                zr = head_logits(ref_hidden[s:e], ref_weight, ref_bias, ref_scale, ref_softcap)
                 lse_r = torch.logsumexp(zr, dim=-1)
                 ref_lp[s:e] = zr.gather(-1, y).squeeze(-1) - lse_r
                 if want_kl or want_rkl:
@@ -97,6 +116,7 @@ class _LinearTokenStats(torch.autograd.Function):
                         kl[s:e] = _rowdot(q, d) - lse_r + lse
         ctx.save_for_backward(hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias)
         ctx.chunk_size = chunk_size
+        ctx.transform = transform
         device_type = hidden.device.type
         # backward recomputes the tiles: under the same autocast as forward, so gradients match the loss exactly
         ctx.autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
@@ -119,12 +139,15 @@ class _LinearTokenStats(torch.autograd.Function):
         acc = _stat_dtype(hidden)
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if need_b else None
+        scale, softcap, ref_scale, ref_softcap = ctx.transform
         if g_lp is None:
             g_lp = hidden.new_zeros(n, dtype=acc)
         for s in range(0, n, ctx.chunk_size):
             e = min(s + ctx.chunk_size, n)
-            z = _logits(hidden[s:e], weight, bias)
+            z = head_logits(hidden[s:e], weight, bias, scale, softcap)
             p = torch.softmax(z, dim=-1)
+            # d softcap(u) / du = 1 - (z / c)^2, formed in z's own storage
+            dcap = z.div_(softcap).square_().neg_().add_(1.0) if softcap is not None else None
             del z
             a = g_lp[s:e].to(acc)
             b = g_kl[s:e].to(acc) if g_kl is not None else None
@@ -136,13 +159,20 @@ class _LinearTokenStats(torch.autograd.Function):
                 if rows.numel():  # the reference tile only where the KL has gradient (not TDPO2's chosen rows)
                     r0, r1 = int(rows[0]), int(rows[-1]) + 1
                     if r1 - r0 == rows.numel():  # one run of rows (rejected rows follow chosen ones): one fused pass
-                        q = torch.softmax(_logits(ref_hidden[s + r0:s + r1], ref_weight, ref_bias), dim=-1)
+                        q = torch.softmax(head_logits(ref_hidden[s + r0:s + r1], ref_weight, ref_bias, ref_scale,
+                                                  ref_softcap), dim=-1)
                         grad_z[r0:r1].addcmul_(q, b[r0:r1].unsqueeze(-1), value=-1.0)
                     else:
-                        q = torch.softmax(_logits(ref_hidden[s:e].index_select(0, rows), ref_weight, ref_bias), dim=-1)
+                        q = torch.softmax(head_logits(ref_hidden[s:e].index_select(0, rows), ref_weight, ref_bias,
+                                                  ref_scale, ref_softcap), dim=-1)
                         grad_z.index_add_(0, rows, q.mul_(-b.index_select(0, rows).unsqueeze(-1)))
                     del q
             grad_z.scatter_add_(-1, targets[s:e].unsqueeze(-1), a.unsqueeze(-1))
+            if dcap is not None:  # chain rule through the head's transform: grad_u = grad_z * dz/du
+                grad_z.mul_(dcap)
+                del dcap
+            if scale != 1.0:
+                grad_z.mul_(scale)
             if need_h:
                 grad_h[s:e] = (grad_z.to(weight.dtype) @ weight).to(grad_h.dtype)
             if need_w:
@@ -154,7 +184,7 @@ class _LinearTokenStats(torch.autograd.Function):
             grad_h,
             grad_w.to(weight.dtype) if need_w else None,
             grad_b.to(bias.dtype) if need_b else None,
-            None, None, None, None, None, None,
+            None, None, None, None, None, None, None,
         )
 
 
@@ -168,9 +198,13 @@ def chunked_sequence_stats(
     labels: Tensor,
     *,
     bias: Tensor | None = None,
+    scale: float = 1.0,
+    softcap: float | None = None,
     ref_hidden: Tensor | None = None,
     ref_weight: Tensor | None = None,
     ref_bias: Tensor | None = None,
+    ref_scale: float = 1.0,
+    ref_softcap: float | None = None,
     ignore_index: int = -100,
     chunk_size: int = 1024,
     kl: bool = False,
@@ -180,9 +214,9 @@ def chunked_sequence_stats(
 ) -> SequenceStats:
     """Per-sequence statistics from hidden states, never holding more than one [chunk_size, V] tile.
 
-    hidden [B, T, H] (final hidden states, after the final norm), weight [V, H] (lm_head), labels [B, T]
-    (HF-aligned, ignore_index on unscored positions); ref_* the reference model's, needed for `ref_logps`, `kl`
-    (forward, ref||policy) and `reverse_kl`. Gradients flow to hidden, weight and bias through `logps`, `kl` and
+    hidden [B, T, H] (final hidden states, after the final norm), weight [V, H] and bias [V] (lm_head), scale and
+    softcap (the head's transform, module docstring), labels [B, T] (HF-aligned, ignore_index on unscored
+    positions); ref_* the reference model's, needed for `ref_logps`, `kl` (forward, ref||policy) and `reverse_kl`. Gradients flow to hidden, weight and bias through `logps`, `kl` and
     `token_logps`; `ref_logps`, `reverse_kl` and `entropy` are computed without gradient.
     """
     if (kl or reverse_kl) and ref_hidden is None:
@@ -196,7 +230,8 @@ def chunked_sequence_stats(
     h = _flatten_scored(hidden, mask)
     h_ref = _flatten_scored(ref_hidden, mask) if ref_hidden is not None else None
     lp, tok_kl, ref_lp, ent, rkl = _LinearTokenStats.apply(
-        h, weight, bias, targets[mask], h_ref, ref_weight, ref_bias, chunk_size, (kl, reverse_kl, entropy)
+        h, weight, bias, targets[mask], h_ref, ref_weight, ref_bias, chunk_size, (kl, reverse_kl, entropy),
+        (float(scale), softcap, float(ref_scale), ref_softcap),
     )
     batch = labels.shape[0]
 
@@ -224,9 +259,13 @@ def plain_sequence_stats(
     labels: Tensor,
     *,
     bias: Tensor | None = None,
+    scale: float = 1.0,
+    softcap: float | None = None,
     ref_hidden: Tensor | None = None,
     ref_weight: Tensor | None = None,
     ref_bias: Tensor | None = None,
+    ref_scale: float = 1.0,
+    ref_softcap: float | None = None,
     ignore_index: int = -100,
     chunk_size: int = 1024,
     kl: bool = False,
@@ -238,13 +277,13 @@ def plain_sequence_stats(
     if (kl or reverse_kl) and ref_hidden is None:
         raise ValueError("kl / reverse_kl need ref_hidden and ref_weight")
     del chunk_size
-    logits = _logits(hidden, weight, bias)
+    logits = head_logits(hidden, weight, bias, scale, softcap)
     _, mask = shift_labels(labels, ignore_index=ignore_index)
     lp, _ = token_logps(logits, labels, ignore_index=ignore_index)
     out = SequenceStats(logps=lp.sum(-1), lengths=mask.sum(-1), token_logps=lp if return_token_logps else None)
     if ref_hidden is not None:
         with torch.no_grad():
-            ref_logits = _logits(ref_hidden, ref_weight, ref_bias)
+            ref_logits = head_logits(ref_hidden, ref_weight, ref_bias, ref_scale, ref_softcap)
             out.ref_logps = token_logps(ref_logits, labels, ignore_index=ignore_index)[0].sum(-1)
         if kl:
             out.kl = (token_kl(logits[:, :-1], ref_logits[:, :-1], direction="ref||policy") * mask).sum(-1)
@@ -259,13 +298,16 @@ def plain_sequence_stats(
 
 
 @torch.no_grad()
-def chunked_argmax(hidden: Tensor, weight: Tensor, *, bias: Tensor | None = None, chunk_size: int = 1024) -> Tensor:
-    """Greedy next-token guess at every position without full logits: hidden [B, T, H], weight [V, H] -> [B, T]."""
+def chunked_argmax(hidden: Tensor, weight: Tensor, *, bias: Tensor | None = None, scale: float = 1.0,
+                   softcap: float | None = None, chunk_size: int = 1024) -> Tensor:
+    """Greedy next-token guess at every position without full logits: hidden [B, T, H], weight [V, H] -> [B, T].
+
+    The head's transform is applied too: it is monotone, but a softcap can saturate distinct logits into ties."""
     flat = hidden.reshape(-1, hidden.shape[-1])
     out = torch.empty(flat.shape[0], dtype=torch.long, device=hidden.device)
     for s in range(0, flat.shape[0], chunk_size):
-        out[s : s + chunk_size] = _logits(flat[s : s + chunk_size], weight, bias).argmax(-1)
+        out[s : s + chunk_size] = head_logits(flat[s : s + chunk_size], weight, bias, scale, softcap).argmax(-1)
     return out.view(hidden.shape[:-1])
 
 
-__all__ = ["SequenceStats", "chunked_argmax", "chunked_sequence_stats", "plain_sequence_stats"]
+__all__ = ["SequenceStats", "chunked_argmax", "chunked_sequence_stats", "head_logits", "plain_sequence_stats"]

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from alignlab import models
 from alignlab.losses import dpo_loss, fdpo_loss, ift_loss, orpo_loss, sft_loss, simpo_loss, tdpo_loss
 from alignlab.losses.orpo import orpo_log_odds
-from alignlab.ops import chunked_argmax, chunked_sequence_stats, plain_sequence_stats
+from alignlab.models import Trunk
+from alignlab.ops import SequenceStats
 from alignlab.train.config import TrainConfig
-from alignlab.train.modeling import Trunk
 
 
 @dataclass
@@ -29,10 +29,6 @@ class StepOutput:
     tokens: int = 0
 
 
-def _stats_fn(cfg: TrainConfig):
-    return chunked_sequence_stats if cfg.chunked_ops else plain_sequence_stats
-
-
 def _inner(trunk) -> Trunk:
     """The Trunk inside a DDP wrapper (forward goes through the wrapper; weights are read from the inside)."""
     return getattr(trunk, "module", trunk)
@@ -40,27 +36,18 @@ def _inner(trunk) -> Trunk:
 
 def _embeds(trunk: Trunk, input_ids: Tensor) -> Tensor:
     # A detached view of the live table is the official IFT "frozen copy, re-synced after every optimizer step".
-    return F.embedding(input_ids, _inner(trunk).input_embedding_weight().detach())
+    return _inner(trunk).embed(input_ids)
 
 
 def sequence_stats(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, ref: Trunk | None = None,
                    kl: bool = False, reverse_kl: bool = False, entropy: bool = False,
-                   token_logps: bool = False, inputs_embeds: Tensor | None = None):
-    """Per-sequence statistics of a batch under the policy (and the reference when given)."""
+                   token_logps: bool = False, inputs_embeds: Tensor | None = None) -> SequenceStats:
+    """Per-sequence statistics of a batch under the policy (and the reference when given), via alignlab.models."""
     if inputs_embeds is None and cfg.resolved_freeze_input_embeddings:
         inputs_embeds = _embeds(trunk, batch["input_ids"])
-    kwargs = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": batch["input_ids"]}
-    hidden = trunk(attention_mask=batch["attention_mask"], **kwargs)
-    weight, bias = _inner(trunk).head()
-    ref_kwargs = {}
-    if ref is not None:
-        with torch.no_grad():
-            ref_hidden = ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        ref_weight, ref_bias = ref.head()
-        ref_kwargs = {"ref_hidden": ref_hidden, "ref_weight": ref_weight.detach(),
-                      "ref_bias": None if ref_bias is None else ref_bias.detach()}
-    return _stats_fn(cfg)(hidden, weight, batch["labels"], bias=bias, chunk_size=cfg.chunk_size, kl=kl,
-                          reverse_kl=reverse_kl, entropy=entropy, return_token_logps=token_logps, **ref_kwargs)
+    return models.sequence_stats(trunk, batch["input_ids"], batch["attention_mask"], batch["labels"], ref=ref,
+                                 inputs_embeds=inputs_embeds, chunked=cfg.chunked_ops, chunk_size=cfg.chunk_size,
+                                 kl=kl, reverse_kl=reverse_kl, entropy=entropy, token_logps=token_logps)
 
 
 def _ranking_metrics(chosen: Tensor, rejected: Tensor, n_chosen: Tensor, n_rejected: Tensor) -> dict[str, Tensor]:
@@ -158,10 +145,8 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
         metrics = {"ift/lambda": torch.full((ids.shape[0],), lam)}
         e_in = e_true
         if lam > 0:
-            with torch.no_grad():  # one-step-ahead greedy guesses from the gold prefix, never full logits
-                weight, bias = _inner(trunk).head()
-                hidden0 = trunk(inputs_embeds=e_true, attention_mask=batch["attention_mask"])
-                guesses = chunked_argmax(hidden0, weight, bias=bias, chunk_size=cfg.chunk_size)
+            # one-step-ahead greedy guesses from the gold prefix, never full logits
+            guesses = models.greedy_next_tokens(trunk, batch["attention_mask"], e_true, chunk_size=cfg.chunk_size)
             guess = torch.cat([ids[:, :1], guesses[:, :-1]], dim=1)  # guess[:, t] predicts the token at t
             response = labels != -100
             mixed = torch.where(response, guess, ids)

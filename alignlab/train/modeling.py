@@ -1,8 +1,7 @@
-"""Policy and reference models: loading, LoRA, dropout, and the forward that stops at the final hidden states.
+"""Policy and reference models for training: loading, LoRA, dropout, and the reference as a Trunk.
 
-Training never asks the model for logits: `Trunk` runs the decoder to its final (normed) hidden states and the
-ops compute log-probs and KL from them and the lm_head weight in token chunks (alignlab.ops.chunked). `Trunk`
-is the module handed to accelerate, so DDP / FSDP wrap the whole model and see one forward per step.
+The forward to hidden states and the output head live in alignlab.models (one definition for training,
+scoring and generation); this module decides which models train and which one is the reference.
 """
 
 from __future__ import annotations
@@ -11,38 +10,11 @@ import copy
 from contextlib import nullcontext
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from alignlab.assets import load_model
 from alignlab.errors import ConfigError
-
-
-def base_model(model: nn.Module) -> nn.Module:
-    """The transformers model inside a peft wrapper (LoRA layers are injected in place), or the model itself."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-class Trunk(nn.Module):
-    """Wraps a causal LM; forward returns the final hidden states [B, T, H] (after the final norm)."""
-
-    def __init__(self, lm: nn.Module):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                inputs_embeds: Tensor | None = None) -> Tensor:
-        decoder = base_model(self.lm).get_decoder()
-        out = decoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                      use_cache=False)
-        return out.last_hidden_state
-
-    def head(self) -> tuple[Tensor, Tensor | None]:
-        """(weight [V, H], bias [V] or None) of the output projection."""
-        lm_head = base_model(self.lm).get_output_embeddings()
-        return lm_head.weight, getattr(lm_head, "bias", None)
-
-    def input_embedding_weight(self) -> Tensor:
-        return base_model(self.lm).get_input_embeddings().weight
+from alignlab.models import AdapterDisabledTrunk, Trunk, base_model, check_output_head
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -79,11 +51,10 @@ def load_policy(cfg, dtype: torch.dtype) -> nn.Module:
         lora_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=target_modules, task_type="CAUSAL_LM")
         model = get_peft_model(model, lora_config)
-        if hasattr(base_model(model).get_output_embeddings(), "lora_A"):
-            raise ConfigError("lora_target_modules adapts the output layer (lm_head); alignlab computes "
-                              "log-probs from the lm_head weight directly, so leave lm_head out")
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
+    # before accelerate wraps forward in autocast: the head is checked against the model's own fp32 logits
+    check_output_head(model)
     return model
 
 
@@ -101,20 +72,8 @@ def load_reference(cfg, dtype: torch.dtype, policy: nn.Module) -> nn.Module | No
     disable_dropout(ref)
     ref.eval()
     ref.requires_grad_(False)
+    check_output_head(ref)
     return ref
-
-
-class AdapterDisabledTrunk(Trunk):
-    """The LoRA policy seen as its own reference: every forward runs with adapters disabled, in eval mode."""
-
-    def forward(self, *args, **kwargs) -> Tensor:
-        was_training = self.lm.training
-        self.lm.eval()
-        try:
-            with self.lm.disable_adapter():
-                return super().forward(*args, **kwargs)
-        finally:
-            self.lm.train(was_training)
 
 
 def reference_trunk(policy: nn.Module, ref: nn.Module | None) -> Trunk:

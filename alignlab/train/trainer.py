@@ -30,12 +30,13 @@ from accelerate.utils import gather_object, set_seed
 from alignlab.assets import cache_dir, load_tokenizer
 from alignlab.data import SAMPLES_DIR, collate_preference, collate_sft, load_preference_data, load_sft_data
 from alignlab.errors import ConfigError
+from alignlab.models import Trunk
 from alignlab.train import checkpoint as ckpt
 from alignlab.train.callbacks import TrainerCallback
 from alignlab.train.config import TrainConfig
 from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_stats, sequence_step
 from alignlab.train.metrics import MetricsWriter
-from alignlab.train.modeling import Trunk, autocast, load_policy, load_reference, reference_trunk
+from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
 from alignlab.train.ref_cache import cached_reference_logps, examples_fingerprint, model_fingerprint
 
 # Keys that may change between a run and its resumption; any other difference is an error.

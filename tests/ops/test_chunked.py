@@ -127,3 +127,67 @@ def test_kl_gradient_on_any_subset_of_rows(rows_with_kl):
         grads.append(torch.autograd.grad(loss, [h, w]))
     for a, c in zip(*grads):
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ transformed heads
+HEADS = [(1.0, None), (0.0625, None), (1.0 / 8.0, None), (1.0, 5.0), (1.0, 0.7), (2.5, 3.0)]
+
+
+@pytest.mark.parametrize("scale,softcap", HEADS)
+def test_chunked_matches_plain_with_head_transform(scale, softcap):
+    """Scaled and soft-capped heads (Cohere, Granite, Gemma-2/3): values and gradients, both models transformed."""
+    h, w, b, hr, wr, labels = _problem(11, bias=True)
+    w = (w.detach() * 4).requires_grad_()  # large logits, so the cap saturates and a wrong transform shows
+    coefs = torch.randn(2, labels.shape[0], generator=torch.Generator().manual_seed(3))
+    out = []
+    for fn in (plain_sequence_stats, chunked_sequence_stats):
+        s = fn(h, w, labels, bias=b, scale=scale, softcap=softcap, ref_hidden=hr, ref_weight=wr * 4,
+               ref_scale=scale, ref_softcap=softcap, kl=True, reverse_kl=True, entropy=True,
+               return_token_logps=True, chunk_size=4)
+        loss = (coefs[0] * s.logps).sum() + (coefs[1] * s.kl).sum() + (s.token_logps ** 2).sum() * 0.1
+        out.append((s, torch.autograd.grad(loss, [h, w, b])))
+    (plain, g_plain), (chunked, g_chunked) = out
+    for field in FIELDS:
+        torch.testing.assert_close(getattr(chunked, field), getattr(plain, field), rtol=1e-5, atol=1e-5)
+    for a, c in zip(g_chunked, g_plain):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale,softcap", HEADS)
+def test_transformed_head_against_float64_formula(scale, softcap):
+    """Log-probs, forward KL and the log-prob gradient against a float64 loop written from the definition."""
+    h, w, _, hr, wr, labels = _problem(5, batch=2)
+    w, wr = w.detach() * 4, wr * 4
+    h64 = h.detach().double().requires_grad_()
+    stats = chunked_sequence_stats(h64, w.double(), labels, scale=scale, softcap=softcap,
+                                   ref_hidden=hr.double(), ref_weight=wr.double(), ref_scale=scale,
+                                   ref_softcap=softcap, kl=True, chunk_size=3)
+    (grad,) = torch.autograd.grad(stats.logps.sum(), [h64])
+
+    def head(x, weight):
+        u = scale * (x @ weight.t())
+        return softcap * torch.tanh(u / softcap) if softcap is not None else u
+
+    x = h.detach().double().requires_grad_()
+    want_lp, want_kl = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for i in range(2):
+        for t in range(labels.shape[1] - 1):
+            y = int(labels[i, t + 1])
+            if y == -100:
+                continue
+            logp = torch.log_softmax(head(x[i, t], w.double()), -1)
+            logq = torch.log_softmax(head(hr[i, t].double(), wr.double()), -1)
+            want_lp[i] = want_lp[i] + logp[y]
+            want_kl[i] = want_kl[i] + (logq.exp() * (logq - logp)).sum()
+    (want_grad,) = torch.autograd.grad(want_lp.sum(), [x])
+    torch.testing.assert_close(stats.logps, want_lp, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(stats.kl, want_kl.detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-10, atol=1e-10)
+
+
+def test_argmax_applies_the_softcap():
+    """Distinct logits that a cap saturates into an exact fp32 tie: the capped argmax is the model's (first max)."""
+    weight = torch.tensor([[1.0], [2.0]])
+    hidden = torch.full((1, 1, 1), 200.0)  # logits 200 and 400: tanh(40) == tanh(80) == 1.0 in fp32
+    assert int(chunked_argmax(hidden, weight)) == 1
+    assert int(chunked_argmax(hidden, weight, softcap=5.0)) == 0

@@ -1,0 +1,31 @@
+"""Causal LMs as (final hidden states, output head): the one place that runs a model for log-probs.
+
+Training (policy, reference, precomputed reference, IFT), the scoring engine, `alignlab score` and generation
+scoring all go through `causal_lm`, so there is one forward to hidden states and one head definition.
+"""
+
+from alignlab.models.causal_lm import (
+    HEAD_TRANSFORM_KEYS,
+    AdapterDisabledTrunk,
+    OutputHead,
+    Trunk,
+    base_model,
+    check_output_head,
+    greedy_next_tokens,
+    head_transform,
+    output_head,
+    sequence_stats,
+)
+
+__all__ = [
+    "HEAD_TRANSFORM_KEYS",
+    "AdapterDisabledTrunk",
+    "OutputHead",
+    "Trunk",
+    "base_model",
+    "check_output_head",
+    "greedy_next_tokens",
+    "head_transform",
+    "output_head",
+    "sequence_stats",
+]

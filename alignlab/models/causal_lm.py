@@ -1,0 +1,272 @@
+"""Any Hugging Face causal LM as (final hidden states, output head): the one scorer.
+
+For every causal LM alignlab accepts,
+
+    model(input_ids).logits == head(decoder(input_ids).last_hidden_state)
+    head(h) = softcap(scale * (h W^T + b)),        softcap(u) = c * tanh(u / c)   (identity when c is None)
+
+with W, b the output layer (`get_output_embeddings()`: tied or not, inside a peft wrapper or not) and the
+transform read from the config keys in HEAD_TRANSFORM_KEYS. `Trunk` runs the decoder to its final (normed)
+hidden states and never asks for logits; `alignlab.ops` applies the head one token tile at a time.
+
+Trust, then verify: the first time a model's head is used, `check_output_head` runs the model's own forward on a
+short probe and compares its logits with the head applied to the decoder's hidden states. A family whose
+forward transforms the logits in a way this module does not reproduce is an error naming the config keys that
+may do it, never a silently wrong log-prob.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from alignlab.errors import ConfigError
+from alignlab.ops import (
+    SequenceStats,
+    chunked_argmax,
+    chunked_sequence_stats,
+    head_logits,
+    plain_sequence_stats,
+)
+
+# config key -> how it enters the head: "softcap" c, "scale" s (logits * s) or "inverse_scale" s (logits / s)
+HEAD_TRANSFORM_KEYS: dict[str, str] = {
+    "final_logit_softcapping": "softcap",  # Gemma-2, Gemma-3
+    "logits_soft_cap": "softcap",  # RecurrentGemma
+    "logit_scale": "scale",  # Cohere, Cohere2
+    "logits_scaling": "inverse_scale",  # Granite, GraniteMoE
+    "lm_head_multiplier": "scale",  # Falcon-H1
+}
+# words in config keys that may name some other transform of the logits (named in the error when the probe fails)
+_SUSPECT_WORDS = ("logit", "softcap", "soft_cap", "multiplier", "scaling", "vocab")
+
+_CHECKED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft wrapper (LoRA layers are injected in place), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@dataclass(frozen=True)
+class OutputHead:
+    """The output layer and its transform: logits = softcap(scale * (h weight^T + bias)).
+
+    weight [V, H], bias [V] or None; scale > 0; softcap c > 0 or None."""
+
+    weight: Tensor
+    bias: Tensor | None = None
+    scale: float = 1.0
+    softcap: float | None = None
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """hidden [..., H] -> fp32 logits [..., V] (full width: for small inputs and tests)."""
+        return head_logits(hidden, self.weight, self.bias, self.scale, self.softcap)
+
+    def detach(self) -> OutputHead:
+        return replace(self, weight=self.weight.detach(), bias=None if self.bias is None else self.bias.detach())
+
+    def ops_kwargs(self, prefix: str = "") -> dict[str, Any]:
+        """The keyword arguments of alignlab.ops' statistics for this head (`prefix` "ref_" for the reference)."""
+        return {f"{prefix}weight": self.weight, f"{prefix}bias": self.bias, f"{prefix}scale": self.scale,
+                f"{prefix}softcap": self.softcap}
+
+
+def _text_config(model: nn.Module) -> Any:
+    config = getattr(base_model(model), "config", None)
+    if config is None:
+        raise ConfigError(f"{type(model).__name__} has no config; alignlab needs a Hugging Face causal LM")
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def head_transform(config: Any) -> tuple[float, float | None]:
+    """(scale, softcap) of a causal LM's output head from its (text) config; keys in HEAD_TRANSFORM_KEYS."""
+    scale, softcap = 1.0, None
+    for key, kind in HEAD_TRANSFORM_KEYS.items():
+        value = getattr(config, key, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"model config key '{key}' is {value!r}; alignlab needs a finite number > 0 there")
+        if kind == "softcap":
+            if softcap is not None:
+                raise ConfigError(f"model config key '{key}' is a second logit soft-cap; alignlab applies one")
+            softcap = float(value)
+        elif kind == "scale":
+            scale *= float(value)
+        else:
+            scale /= float(value)
+    return scale, softcap
+
+
+def output_head(model: nn.Module) -> OutputHead:
+    """The output head of a causal LM (a peft wrapper's base model's), with its transform; not yet verified."""
+    base = base_model(model)
+    layer = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if layer is None:
+        raise ConfigError(f"{type(base).__name__} has no output layer (get_output_embeddings() is None); "
+                          "alignlab needs a causal LM with a language-modelling head")
+    if hasattr(layer, "lora_A"):
+        raise ConfigError("lora_target_modules adapts the output layer (lm_head); alignlab computes log-probs "
+                          "from the output layer's weight directly, so leave lm_head out")
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        raise ConfigError(f"{type(base).__name__}'s output layer {type(layer).__name__} has no [V, H] weight")
+    bias = getattr(layer, "bias", None)
+    scale, softcap = head_transform(_text_config(model))
+    return OutputHead(weight, bias if isinstance(bias, Tensor) else None, scale, softcap)
+
+
+def _decoder_hidden(model: nn.Module, input_ids: Tensor | None, attention_mask: Tensor | None,
+                    inputs_embeds: Tensor | None) -> Tensor:
+    decoder = base_model(model).get_decoder()
+    out = decoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, use_cache=False)
+    return out.last_hidden_state
+
+
+def _suspect_keys(config: Any) -> list[str]:
+    keys = []
+    for key, value in sorted(config.to_dict().items()):
+        if key == "vocab_size" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if any(word in key for word in _SUSPECT_WORDS):
+            keys.append(f"{key}={value}")
+    return keys
+
+
+@torch.no_grad()
+def check_output_head(model: nn.Module) -> None:
+    """Verify once per model that head(decoder hidden states) reproduces model(input_ids).logits.
+
+    Runs the model's own forward on 12 probe tokens (eval mode, no autocast; the previous mode is restored).
+    Raises ConfigError naming the config keys that may transform the logits when they differ beyond rounding
+    (1e-4 relative in fp32, 3e-2 in half precision)."""
+    base = base_model(model)
+    if _CHECKED.get(base):
+        return
+    head = output_head(model)
+    device = head.weight.device
+    ids = torch.randint(0, head.weight.shape[0], (1, 12), generator=torch.Generator().manual_seed(0)).to(device)
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.autocast(device.type, enabled=False):
+            want = base(input_ids=ids, use_cache=False).logits.float()
+            got = head.logits(_decoder_hidden(model, ids, None, None)).float()
+    finally:
+        base.train(was_training)
+    config = _text_config(model)
+    name = type(base).__name__
+    keys = _suspect_keys(config)
+    hint = f"config keys that may transform the logits: {', '.join(keys)}" if keys else "no config key says how"
+    if want.shape != got.shape:
+        raise ConfigError(f"{name}: model(input_ids).logits has {want.shape[-1]} entries per position but its output "
+                          f"layer has {got.shape[-1]} rows; alignlab cannot reproduce this head ({hint})")
+    rel = 1e-4 if head.weight.dtype in (torch.float32, torch.float64) else 3e-2
+    err = float((want - got).abs().max())
+    if not err <= rel * (1.0 + float(want.abs().max())):
+        raise ConfigError(f"{name}: model(input_ids).logits differ from alignlab's output head by {err:.3g}; "
+                          f"alignlab reproduces only {', '.join(HEAD_TRANSFORM_KEYS)} ({hint})")
+    _CHECKED[base] = True
+
+
+class Trunk(nn.Module):
+    """Wraps a causal LM: forward returns the final hidden states [B, T, H] (after the final norm), head() the
+    verified output head. This is the module handed to accelerate, so DDP / FSDP see one forward per step."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                inputs_embeds: Tensor | None = None) -> Tensor:
+        return _decoder_hidden(self.lm, input_ids, attention_mask, inputs_embeds)
+
+    def head(self) -> OutputHead:
+        check_output_head(self.lm)
+        return output_head(self.lm)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """The model's own input embeddings of input_ids [B, T] -> [B, T, H] (scaled where the family's embedding
+        layer scales, as Gemma-3's does), from a detached view of the table: IFT's frozen embedding copy."""
+        layer = base_model(self.lm).get_input_embeddings()
+        weight = dict(layer.named_parameters(recurse=False)).get("weight")
+        if weight is None:
+            raise ConfigError(f"the input embedding layer {type(layer).__name__} has no weight of its own (is it "
+                              "adapted by LoRA?); leave the embeddings out of lora_target_modules")
+        return torch.func.functional_call(layer, {"weight": weight.detach()}, (input_ids,))
+
+    def input_embedding_weight(self) -> Tensor:
+        return base_model(self.lm).get_input_embeddings().weight
+
+
+class AdapterDisabledTrunk(Trunk):
+    """The LoRA policy seen as its own reference: every forward runs with adapters disabled, in eval mode."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        was_training = self.lm.training
+        self.lm.eval()
+        try:
+            with self.lm.disable_adapter():
+                return super().forward(*args, **kwargs)
+        finally:
+            self.lm.train(was_training)
+
+
+def _inner(trunk: nn.Module) -> Trunk:
+    """The Trunk inside a DDP wrapper (forward goes through the wrapper; weights are read from the inside)."""
+    return getattr(trunk, "module", trunk)
+
+
+def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *,
+                   ref: Trunk | None = None, inputs_embeds: Tensor | None = None, chunked: bool = True,
+                   chunk_size: int = 1024, kl: bool = False, reverse_kl: bool = False, entropy: bool = False,
+                   token_logps: bool = False) -> SequenceStats:
+    """Per-sequence statistics of a batch under a Trunk (possibly DDP-wrapped) and optionally a reference Trunk.
+
+    input_ids, attention_mask, labels [B, T] (HF-aligned labels, -100 where not scored); inputs_embeds [B, T, H]
+    replaces input_ids for the policy (IFT). The reference runs without gradient on input_ids. chunked: the
+    token-tiled ops (never [B, T, V] logits) or the plain full-logit reference. Returns SequenceStats ([B] fields;
+    kl = forward sum_t KL(ref || policy), reverse_kl = sum_t KL(policy || ref)).
+    """
+    if inputs_embeds is not None:
+        hidden = trunk(attention_mask=attention_mask, inputs_embeds=inputs_embeds)
+    else:
+        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask)
+    kwargs = _inner(trunk).head().ops_kwargs()
+    if ref is not None:
+        with torch.no_grad():
+            kwargs["ref_hidden"] = ref(input_ids=input_ids, attention_mask=attention_mask)
+        kwargs.update(ref.head().detach().ops_kwargs("ref_"))
+    fn = chunked_sequence_stats if chunked else plain_sequence_stats
+    return fn(hidden, labels=labels, chunk_size=chunk_size, kl=kl, reverse_kl=reverse_kl, entropy=entropy,
+              return_token_logps=token_logps, **kwargs)
+
+
+@torch.no_grad()
+def greedy_next_tokens(trunk: nn.Module, attention_mask: Tensor, inputs_embeds: Tensor, *,
+                       chunk_size: int = 1024) -> Tensor:
+    """argmax of the model's next-token logits at every position, without full logits: [B, T, H] -> [B, T]."""
+    hidden = trunk(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+    head = _inner(trunk).head()
+    return chunked_argmax(hidden, head.weight, bias=head.bias, scale=head.scale, softcap=head.softcap,
+                          chunk_size=chunk_size)
+
+
+__all__ = [
+    "HEAD_TRANSFORM_KEYS",
+    "AdapterDisabledTrunk",
+    "OutputHead",
+    "Trunk",
+    "base_model",
+    "check_output_head",
+    "greedy_next_tokens",
+    "head_transform",
+    "output_head",
+    "sequence_stats",
+]
