@@ -1,4 +1,9 @@
-"""Command line: parse, call the library, print. User errors print one line and exit with code 2."""
+"""Command line: parse, call the library, print.
+
+`main` is the one place that turns an AlignlabError into output: one stderr line `alignlab: <message>` and
+exit code 2 (with --debug anywhere on the command line it re-raises, so the traceback shows). Subcommand mains
+and the library raise; they never print errors.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,20 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from alignlab.errors import AlignlabError
+from alignlab.errors import AlignlabError, ConfigError
 
 USAGE = """alignlab <command> [options]
 
 commands:
   train           train with a recipe: alignlab train --config recipes/dpo.yaml [key=value ...]
-                  (no --config: the quickstart, SFT then TDPO2 on the tiny offline model)
+                  (no --config: one run from the config defaults and the key=value overrides;
+                  bare `alignlab train`: the quickstart, SFT then TDPO2 on the tiny offline model)
   validate-data   check a data file: alignlab validate-data data.jsonl [--sft]
   diagnose        ranking diagnostics: alignlab diagnose --model M [--ref R] --data D | --run RUN_DIR
   generate        sample completions: alignlab generate --model M --prompts FILE [--n 4 ...]
+  score           per-record log-probs: alignlab score --model M --data FILE --out scores.jsonl [--ref R]
   testbed         run a testbed: alignlab testbed frozenlake [--seeds 5] | alignlab testbed sentiment
 
 add --help after a command for its options; --debug shows tracebacks.
@@ -32,14 +40,19 @@ def _quiet_libraries() -> None:
 
 
 def _train(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="alignlab train", description="Train with a YAML recipe.")
-    parser.add_argument("--config", help="YAML recipe (omit for the quickstart)")
+    parser = argparse.ArgumentParser(
+        prog="alignlab train",
+        description="Train with a YAML recipe and/or key=value overrides of the config defaults; with no "
+                    "arguments at all, run the quickstart (SFT then TDPO2 on the tiny offline model).")
+    parser.add_argument("--config", help="YAML recipe (omit to start from the config defaults)")
     parser.add_argument("--resume", action="store_true", help="continue from the run_dir's latest checkpoint")
     parser.add_argument("--list-keys", action="store_true", help="print every config key and exit")
     parser.add_argument("--track-flips", type=int, default=0, metavar="N",
-                        help="track ranking flips on N training pairs at every evaluation")
+                        help="track ranking flips on N training pairs at every evaluation (reference-free "
+                             "methods: against the initial policy)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    # intermixed: overrides may sit on either side of the options (`beta=0.2 --track-flips 8 eval_steps=10`)
+    args = parser.parse_intermixed_args(argv)
     from rich.console import Console
 
     from alignlab.train import describe_keys, load_config, train
@@ -48,20 +61,30 @@ def _train(argv: list[str]) -> int:
     if args.list_keys:
         print(describe_keys())
         return 0
-    callbacks = []
-    if args.track_flips:
-        from alignlab.diagnostics.callbacks import FlipTracker
-
-        callbacks.append(FlipTracker(n_pairs=args.track_flips))
-    if args.config is None:
-        if args.resume or callbacks:
-            raise AlignlabError("--resume and --track-flips need --config (the quickstart always starts fresh)")
+    if args.track_flips < 0:
+        raise ConfigError(f"--track-flips takes a number of pairs >= 1 (0: off); got {args.track_flips}")
+    # Only a bare `alignlab train` is the two-stage quickstart: overrides meant for one run (run_dir=...)
+    # would otherwise apply to both stages and the second would collide with the first's run_dir.
+    if args.config is None and not args.overrides and not args.resume and not args.track_flips:
         from alignlab.train.quickstart import run_quickstart
 
-        sft, pref = run_quickstart(overrides=args.overrides, console=console)
+        sft, pref = run_quickstart(console=console)
         _print_quickstart(console, sft, pref)
         return 0
     cfg = load_config(args.config, args.overrides)
+    if args.resume and cfg.run_dir is None:
+        raise ConfigError("--resume needs the run to continue: add run_dir=DIR (or run_dir in the recipe)")
+    callbacks = []
+    if args.track_flips:
+        if not cfg.is_pair_method:
+            raise ConfigError(f"--track-flips needs a preference method; method '{cfg.method}' trains on "
+                              "single responses")
+        from alignlab.diagnostics.callbacks import FlipTracker
+
+        callbacks.append(FlipTracker(n_pairs=args.track_flips))
+        if not cfg.needs_reference:
+            console.print(f"--track-flips: {cfg.method} is reference-free; flips count against the initial "
+                          "policy")
     result = train(cfg, resume=args.resume, callbacks=callbacks, console=console)
     _print_summary(console, cfg.method, result)
     return 0
@@ -123,9 +146,52 @@ def _generate(argv: list[str]) -> int:
     return generate_main(argv)
 
 
+def _score(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="alignlab score",
+        description="Per-record summed log-probs of a data set under a model (and a reference), computed as "
+                    "training computes them; one JSON line per record, in input order.")
+    parser.add_argument("--model", required=True, help="built-in name, Hugging Face directory or id, or LoRA adapter")
+    parser.add_argument("--data", required=True, help="pairs or single responses: file, directory or datasets name")
+    parser.add_argument("--out", required=True, help="output JSONL (written atomically)")
+    parser.add_argument("--ref", default=None, help="reference model: adds its log-probs and each sequence's KL")
+    parser.add_argument("--token-ids", action="store_true",
+                        help="add each sequence's input_ids and labels (-100 where not scored)")
+    parser.add_argument("--batch-size", type=int, default=8, help="records per forward (a pair is two rows)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer (default: the model's)")
+    parser.add_argument("--split", default="train", help="split of a directory or datasets source")
+    parser.add_argument("--format", default="auto", help="data format (default: detected, as in training)")
+    parser.add_argument("--max-length", type=int, default=512, help="max tokens of prompt + response")
+    parser.add_argument("--max-prompt-length", type=int, default=256, help="max prompt tokens of a long record")
+    parser.add_argument("--limit", type=int, default=None, help="score the first N records")
+    parser.add_argument("--dtype", default="float32", help="float32 or bfloat16")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="tokens per tile of the vocabulary projection")
+    args = parser.parse_args(argv)
+    from alignlab.diagnostics.generation import write_jsonl
+    from alignlab.diagnostics.sequence_scores import score_data
+
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: not a file path in an existing directory")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    records, report = score_data(args.model, args.data, ref=args.ref, tokenizer=args.tokenizer, split=args.split,
+                                 format=args.format, max_length=args.max_length,
+                                 max_prompt_length=args.max_prompt_length, limit=args.limit, dtype=args.dtype,
+                                 device=args.device, token_ids=args.token_ids, batch_size=args.batch_size,
+                                 chunk_size=args.chunk_size)
+    write_jsonl(records, out)
+    key = "chosen_logps" if "chosen_logps" in records[0] else "logps"
+    mean = sum(r[key] for r in records) / len(records)
+    print(f"{len(records)} records ({report.format}), mean {key} {mean:.4f} -> {out}", file=sys.stderr)
+    return 0
+
+
 def _testbed(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: alignlab testbed {frozenlake,sentiment} [options]")
+        # a missing name is a usage error: stderr and exit 2, as argparse does
+        print("usage: alignlab testbed {frozenlake,sentiment} [options]", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name == "frozenlake":
@@ -140,11 +206,18 @@ def _testbed(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "train": _train, "validate-data": _validate, "diagnose": _diagnose, "generate": _generate, "testbed": _testbed,
+    "train": _train, "validate-data": _validate, "diagnose": _diagnose, "generate": _generate, "score": _score,
+    "testbed": _testbed,
 }
 
 
+def _one_line(exc: BaseException) -> str:
+    # a message may wrap (e.g. a quoted library error); the contract is one stderr line per error
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (0 ok, 2 user error or usage error, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -161,8 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     except AlignlabError as exc:
         if debug:
             raise
-        print(f"alignlab: {exc}", file=sys.stderr)
+        print(f"alignlab: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        raise
     except KeyboardInterrupt:
         print("alignlab: interrupted", file=sys.stderr)
         return 130

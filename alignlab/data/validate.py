@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alignlab.data.formats import FORMATS, NormalizeResult, normalize_records
 from alignlab.data.sources import read_records
-from alignlab.errors import AlignlabError, DataError
+from alignlab.errors import ConfigError, DataError
 
 MAX_REPORTED_ERRORS = 20
 
@@ -98,6 +97,7 @@ def validate_data_main(argv: list[str] | None = None) -> int:
     invalid.
 
     Prints the first 20 errors verbatim, the number of further errors, the warnings, and a one-line summary.
+    A bad option (--columns not JSON) raises AlignlabError; alignlab.cli.main prints it as one line, exit 2.
     """
     parser = argparse.ArgumentParser(
         prog="alignlab validate-data", description="Check a preference or SFT data source before training."
@@ -117,19 +117,18 @@ def validate_data_main(argv: list[str] | None = None) -> int:
     try:
         columns = json.loads(args.columns) if args.columns else None
     except json.JSONDecodeError as e:
-        print(f"alignlab: --columns is not valid JSON ({e.msg})", file=sys.stderr)
-        return 2
-    try:
-        result = validate_data(
-            args.source,
-            split=args.split,
-            columns=columns,
-            format=args.format,
-            task="sft" if args.sft else "preference",
-        )
-    except AlignlabError as e:
-        print(f"alignlab: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError(
+            f"--columns is not valid JSON ({e.msg}); pass e.g. '{{\"chosen\": \"good\"}}'"
+        ) from None
+    # Problems in the data are this command's output (one line each, exit 2); an AlignlabError here means the
+    # source itself could not be read and goes to the CLI's one-line error.
+    result = validate_data(
+        args.source,
+        split=args.split,
+        columns=columns,
+        format=args.format,
+        task="sft" if args.sft else "preference",
+    )
     for line in result.errors[:MAX_REPORTED_ERRORS]:
         print(line)
     if len(result.errors) > MAX_REPORTED_ERRORS:

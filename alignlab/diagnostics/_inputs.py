@@ -21,12 +21,12 @@ def as_float64(values: Any, name: str) -> Tensor:
         try:
             array = np.asarray(values)
         except (TypeError, ValueError) as exc:
-            raise AlignlabError(f"alignlab: {name} must be a tensor or a list of numbers ({exc})") from None
+            raise AlignlabError(f"{name} must be a tensor or a list of numbers ({exc})") from None
         if array.dtype.kind not in "iuf":
-            raise AlignlabError(f"alignlab: {name} must hold real numbers, got {array.dtype} values")
+            raise AlignlabError(f"{name} must hold real numbers, got {array.dtype} values")
         tensor = torch.as_tensor(array.astype(np.float64))
     if tensor.dtype == torch.bool or tensor.is_complex():
-        raise AlignlabError(f"alignlab: {name} must hold real numbers, got dtype {tensor.dtype}")
+        raise AlignlabError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
     return tensor
 
 
@@ -38,12 +38,12 @@ def as_vector(values: Any, name: str) -> Tensor:
     tensor = as_float64(values, name)
     tensor = tensor.to(device="cpu", dtype=torch.float64)
     if tensor.dim() != 1:
-        raise AlignlabError(f"alignlab: {name} must have shape [B], got shape {list(tensor.shape)}")
+        raise AlignlabError(f"{name} must have shape [B], got shape {list(tensor.shape)}")
     if tensor.numel() == 0:
-        raise AlignlabError(f"alignlab: {name} is empty; at least one pair is needed")
+        raise AlignlabError(f"{name} is empty; at least one pair is needed")
     if torch.isnan(tensor).any():
         first = int(torch.isnan(tensor).nonzero()[0])
-        raise AlignlabError(f"alignlab: {name}[{first}] is NaN")
+        raise AlignlabError(f"{name}[{first}] is NaN")
     return tensor
 
 
@@ -53,7 +53,7 @@ def same_shape(*named: tuple[str, Tensor]) -> None:
     for name, tensor in named[1:]:
         if tensor.shape != first.shape:
             raise AlignlabError(
-                f"alignlab: {name} has shape {list(tensor.shape)} but {first_name} has shape "
+                f"{name} has shape {list(tensor.shape)} but {first_name} has shape "
                 f"{list(first.shape)}; pass one value per pair"
             )
 
@@ -72,7 +72,7 @@ def lengths_pair(
     if chosen_lengths is None or rejected_lengths is None:
         missing = first if chosen_lengths is None else second
         raise AlignlabError(
-            f"alignlab: {missing}_lengths is missing; the length-normalised variant needs both "
+            f"{missing}_lengths is missing; the length-normalised variant needs both "
             f"{first}_lengths and {second}_lengths"
         )
     lengths = (
@@ -84,7 +84,7 @@ def lengths_pair(
         if not (value > 0).all() or not torch.isfinite(value).all():
             index = int((~((value > 0) & torch.isfinite(value))).nonzero()[0])
             raise AlignlabError(
-                f"alignlab: {name}_lengths[{index}] = {value[index].item()}; response lengths must be positive "
+                f"{name}_lengths[{index}] = {value[index].item()}; response lengths must be positive "
                 f"token counts"
             )
     return lengths
@@ -95,7 +95,7 @@ def positive_float(value: Any, name: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise AlignlabError(f"alignlab: {name} must be a number, got {value!r}") from None
+        raise AlignlabError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number <= 0:
-        raise AlignlabError(f"alignlab: {name} must be a finite number > 0, got {value!r}")
+        raise AlignlabError(f"{name} must be a finite number > 0, got {value!r}")
     return number

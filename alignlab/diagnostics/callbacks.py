@@ -4,7 +4,8 @@ Trainer contract (the callback protocol of alignlab.train): `on_train_begin(trai
 `on_evaluate(trainer, step) -> dict[str, float]` (metrics logged to metrics.jsonl), where
 `trainer.train_examples` is the list of tokenized training pairs and `trainer.score_pairs(examples)` returns float64
 [N] tensors policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths,
-rejected_lengths for the current policy and the reference.
+rejected_lengths for the current policy and the reference. For a reference-free method (simpo, orpo) the ref_*
+columns are NaN (no reference ranking), so FlipTracker counts flips against the initial policy instead.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ FLIP_KEYS = {
 _SCORE_KEYS = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
 
 
+def _no_reference(scores: dict[str, torch.Tensor]) -> bool:
+    """All ref_* log-probs NaN: the trainer's reference-free signal (partly NaN: an error in flip_groups)."""
+    return all(bool(torch.isnan(scores[key]).all()) for key in ("ref_chosen_logps", "ref_rejected_logps"))
+
+
 class FlipTracker(TrainerCallback):
     """Track the four flip groups on a fixed seeded subset of the training pairs at every evaluation.
 
@@ -38,6 +44,12 @@ class FlipTracker(TrainerCallback):
     flips/flipped_fraction (share of the pairs the reference ranks wrongly that the policy ranks correctly; absent
     when the reference ranks every pair correctly), flips/ranking_accuracy, flips/ref_ranking_accuracy,
     flips/n_pairs, and with beta flips/<group>_mean_loss for non-empty groups.
+
+    Reference-free methods (simpo, orpo: trainer.cfg.needs_reference is false, and score_pairs returns NaN
+    ref_* columns) have no reference ranking, so the "reference" of the flip groups is the initial policy: the
+    subset is scored at on_train_begin (the step-0 policy; on --resume, the resumed checkpoint's) and those
+    log-probs stand in for ref_* at every evaluation. Such runs also log flips/ref_is_initial_policy = 1.0,
+    and `reference` says "initial policy" (else "reference model"). Reference-based methods are unaffected.
     """
 
     def __init__(self, n_pairs: int = 128, seed: int = 0, *, beta: float | None = None) -> None:
@@ -51,6 +63,8 @@ class FlipTracker(TrainerCallback):
         self.positions: list[int] | None = None
         self.examples: list[Any] | None = None
         self.history: list[dict[str, float]] = []
+        self.initial: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.reference = "reference model"
 
     def on_train_begin(self, trainer: Any) -> None:
         """Fix the subset: n_pairs positions of trainer.train_examples drawn with `seed`, kept in data order."""
@@ -62,18 +76,42 @@ class FlipTracker(TrainerCallback):
         self.positions = sorted(int(i) for i in chosen)
         self.examples = [examples[i] for i in self.positions]
         self.history = []
+        self.initial = None
+        self.reference = "reference model"
+        cfg = getattr(trainer, "cfg", None)
+        if cfg is not None and getattr(cfg, "needs_reference", True) is False:
+            # scored before any step: the baseline is the initial policy, not the first evaluated one
+            scores = self._score(trainer)
+            if _no_reference(scores):
+                self._use_initial_policy(scores)
+
+    def _score(self, trainer: Any) -> dict[str, torch.Tensor]:
+        scores = trainer.score_pairs(self.examples)
+        missing = [key for key in _SCORE_KEYS if key not in scores]
+        if missing:
+            raise KeyError(f"trainer.score_pairs returned no '{missing[0]}'")
+        return scores
+
+    def _use_initial_policy(self, scores: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.initial is None:
+            self.initial = (scores["policy_chosen_logps"].clone(), scores["policy_rejected_logps"].clone())
+        self.reference = "initial policy"
+        return self.initial
 
     def on_evaluate(self, trainer: Any, step: int) -> dict[str, float]:
         """Score the subset with the current policy and the reference; return the flip metrics (class docstring)."""
         if self.examples is None:
             raise RuntimeError("FlipTracker.on_evaluate called before on_train_begin")
-        scores = trainer.score_pairs(self.examples)
-        missing = [key for key in _SCORE_KEYS if key not in scores]
-        if missing:
-            raise KeyError(f"trainer.score_pairs returned no '{missing[0]}'")
+        scores = self._score(trainer)
+        ref_chosen, ref_rejected = scores["ref_chosen_logps"], scores["ref_rejected_logps"]
+        against_initial = _no_reference(scores)
+        if against_initial:
+            # Without trainer.cfg to announce a reference-free method at on_train_begin, the first evaluated
+            # policy (step 0 in a fresh run) becomes the baseline.
+            ref_chosen, ref_rejected = self._use_initial_policy(scores)
         groups = flip_groups(
-            scores["ref_chosen_logps"],
-            scores["ref_rejected_logps"],
+            ref_chosen,
+            ref_rejected,
             scores["policy_chosen_logps"],
             scores["policy_rejected_logps"],
             beta=self.beta,
@@ -89,9 +127,9 @@ class FlipTracker(TrainerCallback):
         metrics["flips/ranking_accuracy"] = ranking_accuracy(
             scores["policy_chosen_logps"], scores["policy_rejected_logps"]
         )
-        metrics["flips/ref_ranking_accuracy"] = ranking_accuracy(
-            scores["ref_chosen_logps"], scores["ref_rejected_logps"]
-        )
+        metrics["flips/ref_ranking_accuracy"] = ranking_accuracy(ref_chosen, ref_rejected)
+        if against_initial:
+            metrics["flips/ref_is_initial_policy"] = 1.0
         self.history.append({"step": float(step), **metrics})
         return metrics
 

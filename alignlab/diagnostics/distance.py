@@ -35,7 +35,7 @@ def _named_tensors(source: nn.Module | Mapping[str, Tensor], name: str) -> dict[
     if isinstance(source, Mapping):
         return dict(source)
     raise AlignlabError(
-        f"alignlab: {name} must be a torch.nn.Module or a state dict, got {type(source).__name__}"
+        f"{name} must be a torch.nn.Module or a state dict, got {type(source).__name__}"
     )
 
 
@@ -44,13 +44,13 @@ def _pairs(model: dict[str, Tensor], ref: dict[str, Tensor]) -> Iterator[tuple[s
     if only_model or only_ref:
         detail = f"only in model: {only_model[:3]}" if only_model else f"only in ref_model: {only_ref[:3]}"
         raise AlignlabError(
-            f"alignlab: model and ref_model have different parameter names ({detail}); compare models of one "
+            f"model and ref_model have different parameter names ({detail}); compare models of one "
             f"architecture (merge adapters first)"
         )
     for name, tensor in model.items():
         if tensor.shape != ref[name].shape:
             raise AlignlabError(
-                f"alignlab: parameter '{name}' has shape {list(tensor.shape)} in model but "
+                f"parameter '{name}' has shape {list(tensor.shape)} in model but "
                 f"{list(ref[name].shape)} in ref_model"
             )
         yield name, tensor, ref[name]
@@ -68,7 +68,7 @@ def weight_distance(
     model_tensors = _named_tensors(model, "model")
     ref_tensors = _named_tensors(ref_model, "ref_model")
     if not model_tensors:
-        raise AlignlabError("alignlab: model has no parameters to compare")
+        raise AlignlabError("model has no parameters to compare")
     per_parameter: dict[str, float] = {}
     squared = 0.0
     for name, tensor, ref in _pairs(model_tensors, ref_tensors):

@@ -23,9 +23,9 @@ def _checked(scores: Sequence[float], name: str, index: int) -> list[float]:
     try:
         values = [float(score) for score in scores]
     except (TypeError, ValueError):
-        raise AlignlabError(f"alignlab: {name}[{index}] must be a list of numbers") from None
+        raise AlignlabError(f"{name}[{index}] must be a list of numbers") from None
     if any(math.isnan(value) for value in values):
-        raise AlignlabError(f"alignlab: {name}[{index}] contains NaN")
+        raise AlignlabError(f"{name}[{index}] contains NaN")
     return values
 
 
@@ -36,20 +36,20 @@ def multi_output_ranking_correct(
     across prompts, higher is better; model scores are e.g. summed or mean log-probs)."""
     if len(model_scores) != len(human_scores):
         raise AlignlabError(
-            f"alignlab: model_scores has {len(model_scores)} prompts but human_scores has {len(human_scores)}"
+            f"model_scores has {len(model_scores)} prompts but human_scores has {len(human_scores)}"
         )
     if not model_scores:
-        raise AlignlabError("alignlab: no prompts to score; model_scores and human_scores are empty")
+        raise AlignlabError("no prompts to score; model_scores and human_scores are empty")
     flags = []
     for index, (model, human) in enumerate(zip(model_scores, human_scores)):
         model, human = _checked(model, "model_scores", index), _checked(human, "human_scores", index)
         if len(model) != len(human):
             raise AlignlabError(
-                f"alignlab: prompt {index}: {len(model)} model scores but {len(human)} human scores"
+                f"prompt {index}: {len(model)} model scores but {len(human)} human scores"
             )
         if len(model) < 2:
             raise AlignlabError(
-                f"alignlab: prompt {index} has {len(model)} response(s); a ranking needs >= 2"
+                f"prompt {index} has {len(model)} response(s); a ranking needs >= 2"
             )
         flags.append(competition_ranks(model) == competition_ranks(human))
     return flags

@@ -94,7 +94,7 @@ def _alpha_vector(alpha: Any, batch: Tensor) -> Tensor:
     if bad.any():
         index = int(bad.nonzero()[0])
         raise AlignlabError(
-            f"alignlab: alpha[{index}] = {values[index].item()}; alpha is the fraction of raters preferring "
+            f"alpha[{index}] = {values[index].item()}; alpha is the fraction of raters preferring "
             f"the chosen response and must lie in [0, 1]"
         )
     return values
@@ -127,7 +127,7 @@ def idealized_ranking_correct(
     beta = positive_float(beta, "beta")
     eps = positive_float(eps, "eps")
     if eps >= 0.5:
-        raise AlignlabError(f"alignlab: eps must be in (0, 0.5), got {eps}; it clips alpha to [eps, 1 - eps]")
+        raise AlignlabError(f"eps must be in (0, 0.5), got {eps}; it clips alpha to [eps, 1 - eps]")
     lengths = lengths_pair(chosen_lengths, rejected_lengths, ref_chosen)
     ref_logratio = _scores(ref_chosen, None if lengths is None else lengths[0]) - _scores(
         ref_rejected, None if lengths is None else lengths[1]
@@ -135,7 +135,7 @@ def idealized_ranking_correct(
     if torch.isnan(ref_logratio).any():
         index = int(torch.isnan(ref_logratio).nonzero()[0])
         raise AlignlabError(
-            f"alignlab: pair {index}: both reference log-probs are -inf; the log-ratio is undefined"
+            f"pair {index}: both reference log-probs are -inf; the log-ratio is undefined"
         )
     clipped = alpha_values.clamp(eps, 1.0 - eps)
     condition = ref_logratio + torch.logit(clipped) / beta
@@ -170,7 +170,7 @@ def idealized_ranking_accuracy(
     )
     if not kept.any():
         raise AlignlabError(
-            f"alignlab: all {kept.numel()} pairs are tied (alpha == 0.5), so no pair is left to score; "
+            f"all {kept.numel()} pairs are tied (alpha == 0.5), so no pair is left to score; "
             f"idealized ranking accuracy needs pairs with a majority preference"
         )
     return correct[kept].double().mean().item()
@@ -255,10 +255,10 @@ def alignment_gap(
     (R~, R~*) is reported as well, using the same lengths for policy and reference.
     """
     if not betas:
-        raise AlignlabError("alignlab: betas is empty; pass at least one beta (default BETA_GRID)")
+        raise AlignlabError("betas is empty; pass at least one beta (default BETA_GRID)")
     betas = tuple(positive_float(beta, "beta") for beta in betas)
     if len(set(betas)) != len(betas):
-        raise AlignlabError(f"alignlab: betas {list(betas)} has repeated values; each beta counts once")
+        raise AlignlabError(f"betas {list(betas)} has repeated values; each beta counts once")
     policy_chosen = as_vector(policy_chosen_logps, "policy_chosen_logps")
     policy_rejected = as_vector(policy_rejected_logps, "policy_rejected_logps")
     ref_chosen = as_vector(ref_chosen_logps, "ref_chosen_logps")
@@ -285,7 +285,7 @@ def alignment_gap(
             )
             if not kept.any():
                 raise AlignlabError(
-                    f"alignlab: all {kept.numel()} pairs are tied (alpha == 0.5), so no pair is left to score"
+                    f"all {kept.numel()} pairs are tied (alpha == 0.5), so no pair is left to score"
                 )
             idealized[beta] = correct[kept].double().mean().item()
         observed = ranking_correct(

@@ -41,7 +41,7 @@ def ranking_accuracy_with_ties(
     for mean_logprob and inv_perplexity and rejected otherwise.
     """
     if space not in SCORE_SPACES:
-        raise AlignlabError(f"alignlab: space must be one of {SCORE_SPACES}, got {space!r}")
+        raise AlignlabError(f"space must be one of {SCORE_SPACES}, got {space!r}")
     tol = positive_float(tol, "tol")
     first = as_vector(first_logps, "first_logps")
     second = as_vector(second_logps, "second_logps")
@@ -52,14 +52,14 @@ def ranking_accuracy_with_ties(
     )
     same_shape(("first_logps", first), ("alpha", alpha_values))
     if ((alpha_values < 0) | (alpha_values > 1)).any():
-        raise AlignlabError("alignlab: alpha must lie in [0, 1] (the fraction of raters preferring y1)")
+        raise AlignlabError("alpha must lie in [0, 1] (the fraction of raters preferring y1)")
     needs_lengths = space in ("mean_logprob", "inv_perplexity")
     lengths = lengths_pair(first_lengths, second_lengths, first, first="first", second="second")
     if needs_lengths and lengths is None:
-        raise AlignlabError(f"alignlab: space {space!r} needs first_lengths and second_lengths")
+        raise AlignlabError(f"space {space!r} needs first_lengths and second_lengths")
     if not needs_lengths and lengths is not None:
         raise AlignlabError(
-            f"alignlab: space {space!r} uses summed log-probs; lengths apply to 'mean_logprob' or 'inv_perplexity'"
+            f"space {space!r} uses summed log-probs; lengths apply to 'mean_logprob' or 'inv_perplexity'"
         )
     if lengths is not None:
         first, second = first / lengths[0], second / lengths[1]

@@ -61,7 +61,7 @@ def _reward_scores(
         rewards = list(judge.score_batch(prompts + prompts, completions_a + completions_b))
         if len(rewards) != 2 * n:
             raise AlignlabError(
-                f"alignlab: judge.score_batch returned {len(rewards)} rewards for {2 * n} completions"
+                f"judge.score_batch returned {len(rewards)} rewards for {2 * n} completions"
             )
     else:
         rewards = [judge(p, c) for p, c in zip(prompts + prompts, completions_a + completions_b)]
@@ -74,7 +74,7 @@ def _reward_scores(
         if not math.isfinite(values[index]):
             side, example = ("a", index) if index < n else ("b", index - n)
             raise AlignlabError(
-                f"alignlab: judge returned {reward!r} for completion {side} of example {example}"
+                f"judge returned {reward!r} for completion {side} of example {example}"
             )
     reward_a, reward_b = values[:n], values[n:]
     return np.where(reward_a > reward_b, 1.0, np.where(reward_a == reward_b, 0.5, 0.0))
@@ -96,7 +96,7 @@ def _pairwise_scores(
             value = math.nan
         if not 0.0 <= value <= 1.0:
             raise AlignlabError(
-                f"alignlab: pairwise judge returned {answer!r} for example {index}; expected a probability in [0, 1] "
+                f"pairwise judge returned {answer!r} for example {index}; expected a probability in [0, 1] "
                 f"or a bool that the first completion is better"
             )
         scores[index] = 1.0 - value if swaps[index] else value
@@ -105,7 +105,7 @@ def _pairwise_scores(
 
 def _as_texts(values: Sequence[str], name: str) -> list[str]:
     if isinstance(values, str) or not isinstance(values, Sequence):
-        raise AlignlabError(f"alignlab: {name} must be a list of strings")
+        raise AlignlabError(f"{name} must be a list of strings")
     return list(values)
 
 
@@ -131,25 +131,25 @@ def win_rate(
     completions_b = _as_texts(completions_b, "completions_b")
     n = len(completions_a)
     if n == 0:
-        raise AlignlabError("alignlab: completions_a is empty; nothing to judge")
+        raise AlignlabError("completions_a is empty; nothing to judge")
     if len(completions_b) != n:
         raise AlignlabError(
-            f"alignlab: completions_a has {n} completions but completions_b has {len(completions_b)}"
+            f"completions_a has {n} completions but completions_b has {len(completions_b)}"
         )
     prompts = [""] * n if prompts is None else _as_texts(prompts, "prompts")
     if len(prompts) != n:
         raise AlignlabError(
-            f"alignlab: prompts has {len(prompts)} entries but there are {n} completion pairs"
+            f"prompts has {len(prompts)} entries but there are {n} completion pairs"
         )
     if not callable(judge):
-        raise AlignlabError("alignlab: judge must be callable")
+        raise AlignlabError("judge must be callable")
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
-        raise AlignlabError(f"alignlab: n_bootstrap must be a positive integer, got {n_bootstrap!r}")
+        raise AlignlabError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
     if not 0.0 < confidence < 1.0:
-        raise AlignlabError(f"alignlab: confidence must be in (0, 1), got {confidence!r}")
+        raise AlignlabError(f"confidence must be in (0, 1), got {confidence!r}")
     if randomize_order and not pairwise:
         raise AlignlabError(
-            "alignlab: randomize_order applies to pairwise judges only; a reward judge scores each completion alone"
+            "randomize_order applies to pairwise judges only; a reward judge scores each completion alone"
         )
     randomize = bool(pairwise and (randomize_order is None or randomize_order))
     if pairwise:
@@ -209,19 +209,19 @@ class RewardModelJudge:
         num_labels = getattr(config, "num_labels", None)
         if num_labels is None:
             raise AlignlabError(
-                "alignlab: the reward model has no config.num_labels; pass a *ForSequenceClassification"
+                "the reward model has no config.num_labels; pass a *ForSequenceClassification"
             )
         if num_labels == 1 and label_index is not None:
             raise AlignlabError(
-                "alignlab: label_index applies to classifiers; this reward model has a single output"
+                "label_index applies to classifiers; this reward model has a single output"
             )
         if num_labels > 1 and (label_index is None or not 0 <= label_index < num_labels):
             raise AlignlabError(
-                f"alignlab: the reward model has {num_labels} labels; pass label_index in [0, {num_labels - 1}] "
+                f"the reward model has {num_labels} labels; pass label_index in [0, {num_labels - 1}] "
                 f"(the label whose probability is the reward)"
             )
         if tokenizer.pad_token_id is None:
-            raise AlignlabError("alignlab: the judge tokenizer has no pad token; set tokenizer.pad_token")
+            raise AlignlabError("the judge tokenizer has no pad token; set tokenizer.pad_token")
         model_pad = (
             config.get_text_config().pad_token_id
             if hasattr(config, "get_text_config")
@@ -229,11 +229,11 @@ class RewardModelJudge:
         )
         if model_pad != tokenizer.pad_token_id:
             raise AlignlabError(
-                f"alignlab: tokenizer.pad_token_id ({tokenizer.pad_token_id}) differs from the reward model's "
+                f"tokenizer.pad_token_id ({tokenizer.pad_token_id}) differs from the reward model's "
                 f"config.pad_token_id ({model_pad}); set them equal so the model finds each text's last token"
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise AlignlabError(f"alignlab: batch_size must be a positive integer, got {batch_size!r}")
+            raise AlignlabError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model, self.tokenizer = model, tokenizer
         self.label_index, self.batch_size, self.max_length = label_index, batch_size, max_length
         self.format_fn = (
@@ -244,7 +244,7 @@ class RewardModelJudge:
     def score_batch(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """Rewards for [n] (prompt, completion) pairs, as a list of n floats."""
         if len(prompts) != len(completions):
-            raise AlignlabError(f"alignlab: {len(prompts)} prompts but {len(completions)} completions")
+            raise AlignlabError(f"{len(prompts)} prompts but {len(completions)} completions")
         texts = [self.format_fn(prompt, completion) for prompt, completion in zip(prompts, completions)]
         device = next(self.model.parameters()).device
         was_training = self.model.training

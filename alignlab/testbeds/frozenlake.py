@@ -60,7 +60,6 @@ import argparse
 import json
 import math
 import re
-import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -741,7 +740,10 @@ def format_tables(results: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry (`alignlab testbed frozenlake`): run, print the tables, return 0 (2 on a user error)."""
+    """CLI entry (`alignlab testbed frozenlake`): run, print the tables, return 0.
+
+    User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2), or re-raises with --debug.
+    """
     d = FrozenLakeConfig()
     p = argparse.ArgumentParser(prog="alignlab testbed frozenlake",
                                 description="Frozen Lake policy alignment: SFT, IFT, DPO, ORPO, SimPO, TDPO1/2 "
@@ -779,13 +781,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            ift_lambda=args.ift_lambda, ift_gamma=args.ift_gamma,
                            sft_normalization=args.sft_normalization, net_fit_tol=args.net_fit_tol,
                            exclude_ties=args.exclude_ties, branch_rule=args.branch_rule)
-    try:
-        results = run_frozenlake(args.scenarios, args.seeds, args.out, methods=args.methods,
-                                 base_seed=args.base_seed, small_map=args.map, large_map=args.large_map,
-                                 config=cfg, num_threads=args.threads, plot=not args.no_plot)
-    except AlignlabError as err:
-        print(f"alignlab: {err}", file=sys.stderr)
-        return 2
+    results = run_frozenlake(args.scenarios, args.seeds, args.out, methods=args.methods,
+                             base_seed=args.base_seed, small_map=args.map, large_map=args.large_map,
+                             config=cfg, num_threads=args.threads, plot=not args.no_plot)
     print(format_tables(results))
     print("Wrote " + ", ".join(results["files"]))
     return 0

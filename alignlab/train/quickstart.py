@@ -1,7 +1,8 @@
 """The quickstart: the offline tiny Llama, a short SFT on the bundled SFT data, then TDPO2 on the bundled pairs.
 
-It is what `alignlab train` with no config runs (the two stages are the recipes recipes/quickstart_sft.yaml and
-recipes/quickstart_tdpo2.yaml, embedded here so an installed package needs no checkout).
+It is what a bare `alignlab train` (no --config, no key=value overrides) runs. The two stages are the recipes
+recipes/quickstart_sft.yaml and recipes/quickstart_tdpo2.yaml, embedded here so an installed package needs no
+checkout.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alignlab.errors import ConfigError
 from alignlab.train.config import load_config
 from alignlab.train.trainer import TrainResult, train
 
@@ -28,6 +30,10 @@ PREFERENCE_STAGE: dict[str, Any] = {
 def run_quickstart(run_root: str | Path | None = None, overrides: list[str] | None = None,
                    console: Any = None) -> tuple[TrainResult, TrainResult]:
     """Run both stages under run_root (default runs/quickstart-<time>); `overrides` apply to both stages."""
+    # checked before the SFT stage trains: one run_dir for both stages would make the second one fail
+    if any(item.split("=", 1)[0].strip() == "run_dir" for item in overrides or []):
+        raise ConfigError("quickstart: run_dir= would apply to both stages; pass run_root (the stages write "
+                          "<run_root>/sft and <run_root>/tdpo2)")
     root = Path(run_root) if run_root else Path(f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
     sft_cfg = load_config(overrides=overrides, base={**SFT_STAGE, "run_dir": str(root / "sft")})
     sft = train(sft_cfg, console=console)

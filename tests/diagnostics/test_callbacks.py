@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -138,3 +140,65 @@ def test_contract_errors(models, examples):
         FlipTracker().on_train_begin(FakeTrainer(ref, ref, []))
     with pytest.raises(RuntimeError, match="before on_train_begin"):
         FlipTracker().on_evaluate(FakeTrainer(ref, ref, examples), 0)
+
+
+class ReferenceFreeTrainer(FakeTrainer):
+    """A reference-free method's trainer (simpo, orpo): NaN ref_* columns from score_pairs, like Trainer."""
+
+    def __init__(self, policy, examples, *, announce: bool = True):
+        super().__init__(policy, None, examples)
+        if announce:  # the real Trainer exposes its config; needs_reference is false for simpo/orpo
+            self.cfg = type("Cfg", (), {"needs_reference": False})()
+
+    def score_pairs(self, examples):
+        self.calls.append([e["index"] for e in examples])
+        policy = compute_pair_scores(self.policy, examples)
+        nan = torch.full_like(policy.chosen_logps, float("nan"))
+        self.last = {
+            "policy_chosen_logps": policy.chosen_logps,
+            "policy_rejected_logps": policy.rejected_logps,
+            "ref_chosen_logps": nan,
+            "ref_rejected_logps": nan.clone(),
+            "chosen_lengths": policy.chosen_lengths.double(),
+            "rejected_lengths": policy.rejected_lengths.double(),
+        }
+        return self.last
+
+
+@pytest.mark.parametrize("announce", [True, False])
+def test_reference_free_flips_count_against_the_initial_policy(models, examples, announce):
+    initial, trained = models
+    trainer = ReferenceFreeTrainer(initial, examples, announce=announce)
+    tracker = FlipTracker(n_pairs=16, seed=1, beta=0.1)
+    tracker.on_train_begin(trainer)
+    # announced: the subset is scored before any step; otherwise the first evaluation is the baseline
+    assert len(trainer.calls) == (1 if announce else 0)
+    start = tracker.on_evaluate(trainer, 0)
+    assert tracker.reference == "initial policy" and start["flips/ref_is_initial_policy"] == 1.0
+    assert start["flips/ref_correct_model_incorrect"] == start["flips/ref_incorrect_model_correct"] == 0.0
+    base = dict(trainer.last)
+    trainer.policy = trained  # a training step moved the policy
+    later = tracker.on_evaluate(trainer, 5)
+    scores = trainer.last
+    ref_ok = (base["policy_chosen_logps"] > base["policy_rejected_logps"]).tolist()
+    pol_ok = (scores["policy_chosen_logps"] > scores["policy_rejected_logps"]).tolist()
+    pairs = list(zip(ref_ok, pol_ok))
+    assert later["flips/ref_incorrect_model_correct_count"] == sum(not r and p for r, p in pairs)
+    assert later["flips/ref_correct_model_incorrect_count"] == sum(r and not p for r, p in pairs)
+    assert later["flips/ref_ranking_accuracy"] == start["flips/ranking_accuracy"]
+    assert later["flips/ranking_accuracy"] == pytest.approx(sum(pol_ok) / 16)
+    assert all(math.isfinite(v) for v in later.values())
+
+
+def test_reference_based_metrics_are_unchanged(models, examples):
+    ref, policy = models
+    trainer = FakeTrainer(policy, ref, examples)
+    trainer.cfg = type("Cfg", (), {"needs_reference": True})()
+    tracker = FlipTracker(n_pairs=8)
+    tracker.on_train_begin(trainer)
+    assert trainer.calls == []  # no extra scoring pass for a method with a reference
+    metrics = tracker.on_evaluate(trainer, 0)
+    assert "flips/ref_is_initial_policy" not in metrics and tracker.reference == "reference model"
+    assert metrics["flips/ref_ranking_accuracy"] == pytest.approx(
+        (trainer.last["ref_chosen_logps"] > trainer.last["ref_rejected_logps"]).double().mean().item()
+    )

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from alignlab.cli import main as cli_main
 from alignlab.errors import AlignlabError, ConfigError
 from alignlab.testbeds import frozenlake as fl
 
@@ -229,11 +230,15 @@ def test_main_honours_options_and_rejects_bad_ones(tmp_path, capsys):
     assert saved["methods"] == ["sft", "dpo"] and saved["scenarios"]["branching"]["map"] == ["SFF", "FHF", "FFG"]
     assert not list(out.glob("*.png"))
     assert "| DPO |" in capsys.readouterr().out
-    assert fl.main(["--scenarios", "maze", "--out", str(out)]) == 2
-    assert "scenario 'maze' is unknown" in capsys.readouterr().err
-    assert fl.main(["--map", "SFX,FFG", "--out", str(out)]) == 2
-    assert fl.main(["--ift-lambda", "1.5", "--out", str(out)]) == 2
-    assert fl.main(["--seeds", "0", "--out", str(out)]) == 2
+    # user errors raise; the CLI (alignlab testbed frozenlake) prints them as one line with exit code 2
+    with pytest.raises(AlignlabError, match="scenario 'maze' is unknown"):
+        fl.main(["--scenarios", "maze", "--out", str(out)])
+    for bad in (["--map", "SFX,FFG"], ["--ift-lambda", "1.5"], ["--seeds", "0"]):
+        with pytest.raises(AlignlabError):
+            fl.main([*bad, "--out", str(out)])
+    assert cli_main(["testbed", "frozenlake", "--seeds", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("alignlab: ") and not err[0].startswith("alignlab: alignlab:")
 
 
 def test_matches_gymnasium_transitions_when_installed():

@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alignlab.cli import main as cli_main
+from alignlab.errors import AlignlabError
 from alignlab.testbeds.sentiment import corpus, frontier, main, models, pipeline
 
 NEGATIVE_WORDS = set(corpus.NEGATIVE_ADJECTIVES) | set(corpus.NEGATIVE_VERBS)
@@ -239,6 +241,10 @@ def test_real_path_arguments_with_local_stand_ins(smoke_out, classifier_dir, tmp
 ])
 def test_user_errors_are_one_line_exit_2(args, message, tmp_path, capsys, smoke_out):
     out = smoke_out if "--reward-model" in args else tmp_path
-    code = main([*SMOKE_ARGS, "--out", str(out), *args])
+    # through the CLI: main raises the AlignlabError, alignlab.cli.main prints it as one line with exit code 2
+    code = cli_main(["testbed", "sentiment", *SMOKE_ARGS, "--out", str(out), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("alignlab: ") and message in err[-1]
+    assert not err[-1].startswith("alignlab: alignlab:")
+    with pytest.raises(AlignlabError, match=re.escape(message)):
+        main([*SMOKE_ARGS, "--out", str(out), *args])

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import fields, replace
 from typing import Any
 
 import torch
 
-from alignlab.errors import AlignlabError, ConfigError
+from alignlab.errors import ConfigError
 from alignlab.testbeds.sentiment.pipeline import (
     METHODS,
     SMOKE,
@@ -127,27 +126,26 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry: run the sweep, print the table and the files; 0 on success, 2 on a user error (one line)."""
+    """CLI entry: run the sweep, print the table and the files; return 0.
+
+    User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2), or re-raises with --debug.
+    """
     args = _parser().parse_args(argv)
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1; got {args.threads}")
+    cfg = config_from_args(args)
+    from rich.console import Console
+
+    # accelerate warns on every checkpoint of a tied-embedding model (GPT-2); nothing to act on here
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+
+    console = Console(stderr=True)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
     try:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1; got {args.threads}")
-        cfg = config_from_args(args)
-        from rich.console import Console
-
-        # accelerate warns on every checkpoint of a tied-embedding model (GPT-2); nothing to act on here
-        logging.getLogger("accelerate").setLevel(logging.ERROR)
-
-        console = Console(stderr=True)
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(args.threads)
-        try:
-            result = run_sweep(cfg, console=console, plot=not args.no_plot)
-        finally:
-            torch.set_num_threads(old_threads)
-    except AlignlabError as err:
-        print(f"alignlab: {err}", file=sys.stderr)
-        return 2
+        result = run_sweep(cfg, console=console, plot=not args.no_plot)
+    finally:
+        torch.set_num_threads(old_threads)
     print(format_table(result))
     print(f"{len(result['runs'])} runs ({result['runs_cached']} reused from the cache) in {result['elapsed_s']}s")
     print("Wrote " + ", ".join(result["files"]))
