@@ -16,7 +16,7 @@ truncation), chat.py (template rendering), sources.py (sources, provenance, shuf
 from pathlib import Path
 
 from alignlab.data.chat import DEFAULT_CHAT_TEMPLATE, render_messages
-from alignlab.data.collate import collate_preference, collate_sft
+from alignlab.data.collate import collate_preference, collate_sft, padding_id
 from alignlab.data.formats import (
     FORMATS,
     PREFERENCE_FORMATS,
@@ -50,6 +50,7 @@ __all__ = [
     "load_preference_data",
     "load_sft_data",
     "normalize_records",
+    "padding_id",
     "read_records",
     "render_messages",
     "tokenize_preference",

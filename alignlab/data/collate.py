@@ -14,6 +14,15 @@ import torch
 from alignlab.data.tokenization import IGNORE_INDEX
 
 
+def padding_id(tokenizer: Any) -> int:
+    """The id that fills padded positions: the tokenizer's pad token, else its EOS (Llama-3, Mistral and others
+    ship no pad token), else 0. Any id is correct: padding is masked from attention and never scored."""
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
 def _padded_length(lengths: Sequence[int], pad_to_multiple_of: int | None) -> int:
     t = max(lengths)
     if pad_to_multiple_of is not None:

@@ -35,6 +35,7 @@ from alignlab.diagnostics.ranking import (
     ranking_accuracy,
     ranking_correct,
 )
+from alignlab.diagnostics.sequence_scores import score_data, score_examples
 from alignlab.diagnostics.scoring import (
     PairScores,
     compute_pair_scores,
@@ -100,6 +101,8 @@ __all__ = [
     "ranking_correct",
     "require_alpha_source",
     "score_completions",
+    "score_data",
+    "score_examples",
     "score_model",
     "weight_distance",
     "win_rate",

@@ -22,8 +22,8 @@ config. `completion_ids` keeps that EOS (it is a generated, scored position, as 
 the decoded text without it. Padding after EOS is never part of a record or of any statistic.
 
 Scoring. Each row's prompt + completion_ids is run again through the policy (and `ref_model`) with labels
--100 on the prompt and padding; the statistics come from `alignlab.ops` over the completion positions t
-(shared/reference token_ops.md §2-3), all in nats:
+-100 on the prompt and padding; the statistics come from `alignlab.models.sequence_stats` (the training path,
+exact for every output-head transform) over the completion positions t, all in nats:
   logp       = sum_t log pi_theta(y_t | x, y_<t)        (temperature-free; not generate's processed scores)
   ref_logp   = sum_t log pi_ref(y_t | x, y_<t)
   kl_sample  = sum_t [log pi_theta(y_t) - log pi_ref(y_t)]   single-sample estimate of the reverse SeqKL
@@ -57,7 +57,7 @@ from alignlab.assets import load_model, load_tokenizer
 from alignlab.data import read_records
 from alignlab.diagnostics.diversity import distinct_n, mean_token_entropy
 from alignlab.errors import AlignlabError, ConfigError, DataError
-from alignlab.ops import sequence_entropy, sequence_kl, token_logps
+from alignlab.models import Trunk, output_head, sequence_stats
 
 IGNORE_INDEX = -100
 TEXT_SUFFIXES = (".txt",)
@@ -220,11 +220,6 @@ def _score_inputs(
     return ids, mask, labels
 
 
-def _logits(model: torch.nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
-    device = _device(model)
-    return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-
-
 @torch.no_grad()
 def score_completions(
     model: torch.nn.Module,
@@ -237,28 +232,29 @@ def score_completions(
     """Teacher-forced statistics of [rows] completions in one batch (definitions in the module docstring).
 
     Returns lists of length rows: logp, entropy, and with ref_model also ref_logp, kl_sample, kl_forward,
-    kl_reverse. Logits [rows, T, V] are held once per model; the caller bounds rows.
+    kl_reverse. Computed by alignlab.models.sequence_stats (the training path: hidden states and the model's
+    output head with its transform, one token tile at a time), so no [rows, T, V] logits are held.
     """
     ids, mask, labels = _score_inputs(prompt_ids, completion_ids, pad_id)
-    logits = _logits(model, ids, mask)
-    labels = labels.to(logits.device)
-    lp, scored = token_logps(logits, labels)
-    stats: dict[str, Tensor] = {
-        "logp": lp.sum(-1),
-        "entropy": sequence_entropy(logits, labels, average=True),
-    }
+    device = _device(model)
+    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+    ref = None
     if ref_model is not None:
-        ref_logits = _logits(ref_model, ids, mask).to(logits.device)
-        if ref_logits.shape[-1] != logits.shape[-1]:
+        ref = Trunk(ref_model)
+        vocab, ref_vocab = output_head(model).weight.shape[0], output_head(ref_model).weight.shape[0]
+        if ref_vocab != vocab:
             raise AlignlabError(
-                f"the reference model has {ref_logits.shape[-1]} logits per position but the policy has "
-                f"{logits.shape[-1]}; the KL needs both over the same vocabulary"
+                f"the reference model has {ref_vocab} logits per position but the policy has {vocab}; "
+                "the KL needs both over the same vocabulary"
             )
-        ref_lp, _ = token_logps(ref_logits, labels)
-        stats["ref_logp"] = ref_lp.sum(-1)
-        stats["kl_sample"] = ((lp - ref_lp) * scored).sum(-1)
-        stats["kl_forward"] = sequence_kl(logits, ref_logits, labels, direction="ref||policy")
-        stats["kl_reverse"] = sequence_kl(logits, ref_logits, labels, direction="policy||ref")
+    out = sequence_stats(Trunk(model), ids, mask, labels, ref=ref, kl=ref is not None,
+                         reverse_kl=ref is not None, entropy=True)
+    stats: dict[str, Tensor] = {"logp": out.logps, "entropy": out.entropy / out.lengths.clamp(min=1)}
+    if ref is not None:
+        stats["ref_logp"] = out.ref_logps
+        stats["kl_sample"] = out.logps - out.ref_logps
+        stats["kl_forward"] = out.kl
+        stats["kl_reverse"] = out.reverse_kl
     return {name: value.double().cpu().tolist() for name, value in stats.items()}
 
 
@@ -508,51 +504,49 @@ def _summary(records: Sequence[dict[str, Any]], out: str | None) -> str:
 
 
 def generate_main(argv: list[str] | None = None) -> int:
-    """`alignlab generate` (USAGE): write one JSON record per completion; exit 0 on success, 2 on a user error
-    (printed as one line)."""
+    """`alignlab generate` (USAGE): write one JSON record per completion; return 0.
+
+    User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2) or re-raises (--debug).
+    """
     args = _parser().parse_args(argv)
+    _check_options(
+        args.n, args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed, args.batch_size
+    )
+    if args.limit is not None:
+        _check_int("--limit", args.limit, 1)
+    if args.out is not None:
+        out = Path(args.out)
+        if out.is_dir() or not out.parent.is_dir():
+            raise ConfigError(f"--out {args.out}: not a writable file path (is the directory there?)")
+    prompts = load_prompts(args.prompts, column=args.prompt_column, split=args.split, limit=args.limit)
     try:
-        _check_options(
-            args.n, args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed, args.batch_size
-        )
-        if args.limit is not None:
-            _check_int("--limit", args.limit, 1)
-        if args.out is not None:
-            out = Path(args.out)
-            if out.is_dir() or not out.parent.is_dir():
-                raise ConfigError(f"--out {args.out}: not a writable file path (is the directory there?)")
-        prompts = load_prompts(args.prompts, column=args.prompt_column, split=args.split, limit=args.limit)
-        try:
-            device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        except RuntimeError as e:
-            raise ConfigError(f"--device {args.device!r}: {str(e).splitlines()[0]}") from e
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
-        tokenizer = load_tokenizer(args.model)
-        model = load_model(args.model, dtype=args.dtype).to(device)
-        ref_model = None
-        if args.ref is not None:
-            if load_tokenizer(args.ref).get_vocab() != tokenizer.get_vocab():
-                raise ConfigError(
-                    f"--ref {args.ref}: its tokenizer differs from --model's; KL needs a shared vocabulary"
-                )
-            ref_model = load_model(args.ref, dtype=args.dtype).to(device)
-        records = generate(
-            model,
-            tokenizer,
-            prompts,
-            n=args.n,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            ref_model=ref_model,
-        )
-    except AlignlabError as e:
-        print(f"alignlab: {e}", file=sys.stderr)
-        return 2
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        raise ConfigError(f"--device {args.device!r}: {str(e).splitlines()[0]}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, dtype=args.dtype).to(device)
+    ref_model = None
+    if args.ref is not None:
+        if load_tokenizer(args.ref).get_vocab() != tokenizer.get_vocab():
+            raise ConfigError(
+                f"--ref {args.ref}: its tokenizer differs from --model's; KL needs a shared vocabulary"
+            )
+        ref_model = load_model(args.ref, dtype=args.dtype).to(device)
+    records = generate(
+        model,
+        tokenizer,
+        prompts,
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        ref_model=ref_model,
+    )
     if args.out is None:
         for record in records:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")

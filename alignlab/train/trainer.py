@@ -28,7 +28,14 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 
 from alignlab.assets import cache_dir, load_tokenizer
-from alignlab.data import SAMPLES_DIR, collate_preference, collate_sft, load_preference_data, load_sft_data
+from alignlab.data import (
+    SAMPLES_DIR,
+    collate_preference,
+    collate_sft,
+    load_preference_data,
+    load_sft_data,
+    padding_id,
+)
 from alignlab.errors import ConfigError
 from alignlab.models import Trunk
 from alignlab.train import checkpoint as ckpt
@@ -86,9 +93,9 @@ class Trainer:
         self.tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
         pair = cfg.is_pair_method
         default = SAMPLES_DIR / ("pairs.jsonl" if pair else "sft.jsonl")
-        kwargs = dict(columns=cfg.columns or None, format=cfg.data_format, max_length=cfg.max_length,
-                      max_prompt_length=cfg.max_prompt_length, prompt_truncation=cfg.prompt_truncation,
-                      response_truncation=cfg.response_truncation, limit=cfg.limit)
+        kwargs = {"columns": cfg.columns or None, "format": cfg.data_format, "max_length": cfg.max_length,
+                      "max_prompt_length": cfg.max_prompt_length, "prompt_truncation": cfg.prompt_truncation,
+                      "response_truncation": cfg.response_truncation, "limit": cfg.limit}
         if pair:
             load = load_preference_data
         else:
@@ -102,7 +109,7 @@ class Trainer:
             # held out by prompt, so no prompt has pairs on both sides of the split
             groups = _prompt_groups(examples)
             order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-            target = max(1, int(round(len(examples) * cfg.eval_fraction)))
+            target = max(1, round(len(examples) * cfg.eval_fraction))
             held: list[int] = []
             for g in order:
                 if len(held) >= target or len(held) + len(groups[g]) >= len(examples):
@@ -122,7 +129,7 @@ class Trainer:
             raise ConfigError(f"train data has {len(examples)} examples, fewer than one optimizer step's "
                               f"{self.global_batch} (micro_batch_size x gradient_accumulation_steps x processes)")
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
-        self.pad_id = self.tokenizer.pad_token_id
+        self.pad_id = padding_id(self.tokenizer)
         self.collate = collate_preference if pair else collate_sft
 
     def _setup_models(self) -> None:

@@ -56,17 +56,23 @@ def ref_model(model):
 
 @pytest.fixture(scope="module")
 def eos_model(model, tokenizer):
-    """The policy with its EOS logit set so that P(EOS) = 0.1 everywhere: rows stop at different steps."""
+    """The policy with an output bias on EOS alone, set so that P(EOS) is about 0.1: rows stop at different steps.
+
+    (A bias, not a hook on lm_head: alignlab reproduces the model's head from its layers and config, and rejects
+    a model whose forward transforms the logits in a way it cannot see.)"""
     eos_model = copy.deepcopy(model)
     eos = tokenizer.eos_token_id
-
-    def hook(module, inputs, logits):
+    old = eos_model.lm_head
+    ids = torch.tensor([tokenizer(p)["input_ids"][:4] for p in PROMPTS if len(tokenizer(p)["input_ids"]) >= 4])
+    with torch.no_grad():
+        logits = eos_model(input_ids=ids).logits
         others = torch.cat([logits[..., :eos], logits[..., eos + 1 :]], dim=-1)
-        logits = logits.clone()
-        logits[..., eos] = torch.logsumexp(others, dim=-1) + math.log(1 / 9)
-        return logits
-
-    eos_model.lm_head.register_forward_hook(hook)
+        head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+        head.weight.copy_(old.weight)
+        head.weight[eos] = 0.0
+        head.bias.zero_()
+        head.bias[eos] = float(torch.logsumexp(others, dim=-1).mean()) + math.log(1 / 9)
+    eos_model.lm_head = head
     return eos_model
 
 
@@ -346,23 +352,32 @@ def test_generate_main_writes_what_the_library_returns(tmp_path, model, tokenize
 
 
 def test_generate_main_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    # generate_main raises; alignlab.cli.main prints the AlignlabError as one line with exit code 2
+    from alignlab.cli import main as cli_main
+
     missing = tmp_path / "missing.jsonl"
+    with pytest.raises(AlignlabError, match="not found"):
+        generate_main(["--model", "alignlab/tiny-llama", "--prompts", str(missing), "--device", "cpu"])
     assert (
-        generate_main(["--model", "alignlab/tiny-llama", "--prompts", str(missing), "--device", "cpu"]) == 2
+        cli_main(["generate", "--model", "alignlab/tiny-llama", "--prompts", str(missing), "--device", "cpu"])
+        == 2
     )
     err = capsys.readouterr().err.strip()
     assert err.startswith("alignlab: ") and "missing.jsonl" in err and "not found" in err and "\n" not in err
+    assert not err.startswith("alignlab: alignlab:")
     data = tmp_path / "data.jsonl"
     data.write_text('{"text": "hello"}\n')
-    assert generate_main(["--model", "alignlab/tiny-llama", "--prompts", str(data), "--device", "cpu"]) == 2
+    generate = ["generate", "--model", "alignlab/tiny-llama", "--prompts", str(data)]
+    assert cli_main([*generate, "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "data.jsonl line 1: field 'prompt' is missing" in err and "\n" not in err
-    assert generate_main(["--model", "alignlab/tiny-llama", "--prompts", str(data), "--n", "0"]) == 2
+    assert cli_main([*generate, "--n", "0"]) == 2
     assert "n must be an integer >= 1" in capsys.readouterr().err
     out = tmp_path / "no-such-dir" / "out.jsonl"
     assert (
-        generate_main(
+        cli_main(
             [
+                "generate",
                 "--model",
                 "alignlab/tiny-llama",
                 "--prompts",

@@ -1,0 +1,187 @@
+"""Per-record log-probs of a data set under a model (and a reference): what `alignlab score` writes.
+
+Each record's sequences are scored by `alignlab.models.sequence_stats`, the code path of training: the same
+tokenization (alignlab.data), the same collation ([chosen; rejected] stacked, right-padded), the same hidden
+states and output head, one token tile at a time. A DPO step's `logps/chosen` is therefore the mean of
+`chosen_logps` over the step's pairs, up to float rounding.
+
+Fields, one dict per tokenized example, in input order (all log-probs in nats, summed over scored tokens):
+- pairs: index, chosen_logps, rejected_logps, chosen_tokens, rejected_tokens (ranking records also `pair`,
+  the (chosen, rejected) response positions);
+  with a reference: ref_chosen_logps, ref_rejected_logps, and per sequence the forward KL
+  sum_t KL(pi_ref || pi_theta) (chosen_kl_forward, rejected_kl_forward) and the reverse KL
+  sum_t KL(pi_theta || pi_ref) (chosen_kl_reverse, rejected_kl_reverse);
+  with token ids: chosen_input_ids, chosen_labels, rejected_input_ids, rejected_labels.
+- single responses (SFT formats): index, logps, tokens; with a reference ref_logps, kl_forward, kl_reverse;
+  with token ids input_ids, labels.
+Labels are aligned with input_ids in the Hugging Face convention (-100 where not scored): token t is scored by
+the logits at position t - 1, so `log_softmax(model(input_ids).logits)` recomputes every score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from alignlab.assets import load_tokenizer
+from alignlab.data import (
+    PREFERENCE_FORMATS,
+    DataReport,
+    collate_preference,
+    collate_sft,
+    load_preference_data,
+    load_sft_data,
+    normalize_records,
+    padding_id,
+    read_records,
+)
+from alignlab.diagnostics.scoring import load_scoring_model
+from alignlab.errors import AlignlabError, ConfigError
+from alignlab.models import Trunk, output_head, sequence_stats
+
+DTYPES = ("float32", "bfloat16")
+
+
+def _batches(examples: Sequence[Mapping[str, Any]], batch_size: int, paired: bool) -> Iterator[list[int]]:
+    """Positions in batches of similar length (longest first: an out-of-memory error shows at once)."""
+    keys = ("chosen_input_ids", "rejected_input_ids") if paired else ("input_ids",)
+    order = sorted(range(len(examples)), key=lambda i: -max(len(examples[i][k]) for k in keys))
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+@torch.no_grad()
+def score_examples(
+    model: torch.nn.Module,
+    examples: Sequence[Mapping[str, Any]],
+    *,
+    pad_id: int,
+    ref_model: torch.nn.Module | None = None,
+    token_ids: bool = False,
+    batch_size: int = 8,
+    chunk_size: int = 1024,
+) -> list[dict[str, Any]]:
+    """Score tokenized examples (alignlab.data's pair or SFT dicts) under `model`; one record each, input order.
+
+    batch_size counts examples (a pair is two rows of one forward); models run in eval mode (restored after).
+    Fields in the module docstring.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AlignlabError(f"batch size must be a positive integer; got {batch_size!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise AlignlabError(f"chunk size must be a positive integer; got {chunk_size!r}")
+    if not examples:
+        raise AlignlabError("no examples to score")
+    paired = "chosen_input_ids" in examples[0]
+    device = next(model.parameters()).device
+    ref = None
+    if ref_model is not None:
+        vocab, ref_vocab = output_head(model).weight.shape[0], output_head(ref_model).weight.shape[0]
+        if vocab != ref_vocab:
+            raise AlignlabError(f"the reference model's output layer has {ref_vocab} rows but the model's has "
+                                f"{vocab}; the KL needs both over one vocabulary (one tokenizer)")
+        ref = Trunk(ref_model)
+    records: list[dict[str, Any] | None] = [None] * len(examples)
+    modes = [(m, m.training) for m in (model, ref_model) if m is not None]
+    for m, _ in modes:
+        m.eval()
+    try:
+        for positions in _batches(examples, batch_size, paired):
+            chunk = [examples[i] for i in positions]
+            batch = collate_preference(chunk, pad_id) if paired else collate_sft(chunk, pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            stats = sequence_stats(Trunk(model), batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                   ref=ref, kl=ref is not None, reverse_kl=ref is not None, chunk_size=chunk_size)
+            columns = {"logps": stats.logps, "tokens": stats.lengths}
+            if ref is not None:
+                columns.update(ref_logps=stats.ref_logps, kl_forward=stats.kl, kl_reverse=stats.reverse_kl)
+            values = {name: column.double().cpu().tolist() if name != "tokens" else column.cpu().tolist()
+                      for name, column in columns.items()}
+            for row, i in enumerate(positions):
+                records[i] = _record(examples[i], values, row, len(positions), paired, ref is not None, token_ids)
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+    return records  # type: ignore[return-value]
+
+
+def _record(example: Mapping[str, Any], values: dict[str, list], row: int, b: int, paired: bool, has_ref: bool,
+            token_ids: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": int(example["index"])}
+    if "pair" in example:
+        out["pair"] = list(example["pair"])
+    sides = (("chosen_", row), ("rejected_", row + b)) if paired else (("", row),)
+    for prefix, r in sides:
+        out[f"{prefix}logps"] = values["logps"][r]
+    for prefix, r in sides:
+        out[f"{prefix}tokens"] = int(values["tokens"][r])
+    if has_ref:
+        for prefix, r in sides:
+            out[f"ref_{prefix}logps"] = values["ref_logps"][r]
+        for prefix, r in sides:
+            out[f"{prefix}kl_forward"] = values["kl_forward"][r]
+            out[f"{prefix}kl_reverse"] = values["kl_reverse"][r]
+    if token_ids:
+        for prefix, _ in sides:
+            out[f"{prefix}input_ids"] = list(example[f"{prefix}input_ids"])
+            out[f"{prefix}labels"] = list(example[f"{prefix}labels"])
+    return out
+
+
+def data_is_paired(source: str, *, split: str = "train", format: str = "auto") -> bool:
+    """Whether a data source holds preference pairs (or rankings) rather than single responses (SFT formats),
+    from its format (given, or detected on its first records as training does)."""
+    if format != "auto":
+        return format in PREFERENCE_FORMATS
+    records, _ = read_records(source, split=split, limit=64)
+    return normalize_records(records, format=format, task="sft").format in PREFERENCE_FORMATS
+
+
+def score_data(
+    model: str,
+    data: str,
+    *,
+    ref: str | None = None,
+    tokenizer: str | None = None,
+    split: str = "train",
+    format: str = "auto",
+    max_length: int = 512,
+    max_prompt_length: int = 256,
+    limit: int | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+    token_ids: bool = False,
+    batch_size: int = 8,
+    chunk_size: int = 1024,
+) -> tuple[list[dict[str, Any]], DataReport]:
+    """`alignlab score`: load the model (and reference), tokenize `data` as training does and score every example.
+
+    model / ref: built-in name, Hugging Face directory or id, or LoRA adapter directory; tokenizer defaults to the
+    model's; dtype float32 or bfloat16; device defaults to cuda when available. Returns (records, data report).
+    """
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    tok = load_tokenizer(tokenizer or model)
+    if ref is not None and tokenizer is None and load_tokenizer(ref).get_vocab() != tok.get_vocab():
+        raise ConfigError(f"--ref {ref}: its tokenizer differs from --model's; the KL needs a shared vocabulary")
+    kwargs = {"split": split, "format": format, "max_length": max_length, "max_prompt_length": max_prompt_length,
+              "limit": limit}
+    load = load_preference_data if data_is_paired(data, split=split, format=format) else load_sft_data
+    examples, report = load(data, tok, **kwargs)
+    try:
+        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise ConfigError(f"device {device!r}: {str(exc).splitlines()[0]}") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: CUDA is not available on this machine")
+    bf16 = dtype == "bfloat16"
+    policy = load_scoring_model(model, bf16=bf16).to(target)
+    ref_model = load_scoring_model(ref, bf16=bf16).to(target) if ref is not None else None
+    records = score_examples(policy, examples, pad_id=padding_id(tok), ref_model=ref_model, token_ids=token_ids,
+                             batch_size=batch_size, chunk_size=chunk_size)
+    return records, report
+
+
+__all__ = ["DTYPES", "data_is_paired", "score_data", "score_examples"]
