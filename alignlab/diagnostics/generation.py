@@ -1,8 +1,8 @@
 """Sampling completions from a policy, scored by a separate teacher-forced pass (TDPO controlled-sentiment
 protocol, Zeng et al. 2024, arXiv 2404.11999, Sec. 5; shared/reference testbeds.md §2.1).
 
-Sampling. Prompts are used verbatim (no chat template), tokenized with the tokenizer's special tokens, and
-left-padded per batch; Hugging Face `generate` runs with the KV cache and derives position ids from the
+Sampling. Prompts are used verbatim (no chat template), tokenized as training sequences start (with the BOS
+the tokenizer adds by default, without a default EOS suffix), and left-padded per batch; Hugging Face `generate` runs with the KV cache and derives position ids from the
 attention mask. Each generated sequence ("row") is one (prompt_index, sample_index) pair and owns a CPU
 `torch.Generator` seeded from (seed, prompt_index, sample_index). A token is drawn as
     argmax_v (z_v / T + G_v),   G_v ~ Gumbel(0, 1) from the row's generator,
@@ -55,6 +55,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 
 from alignlab.assets import load_model, load_tokenizer
 from alignlab.data import read_records
+from alignlab.data.tokenization import default_special_ids
 from alignlab.diagnostics.diversity import distinct_n, mean_token_entropy
 from alignlab.errors import AlignlabError, ConfigError, DataError
 from alignlab.models import Trunk, output_head, sequence_stats
@@ -294,6 +295,11 @@ def _encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
         if not isinstance(prompt, str):
             raise AlignlabError(f"prompt {i} is a {type(prompt).__name__}, not a string")
         ids = tokenizer(prompt)["input_ids"]
+        # the prompt starts as training sequences start (the tokenizer's BOS), but is not closed by the
+        # tokenizer's default suffix (an EOS would end the text before the completion)
+        suffix = list(default_special_ids(tokenizer).suffix)
+        if suffix and ids[-len(suffix):] == suffix:
+            ids = ids[: -len(suffix)]
         if not ids:
             raise AlignlabError(
                 f"prompt {i} is empty after tokenization; generation needs at least one prompt token"

@@ -405,3 +405,20 @@ def test_write_jsonl_leaves_old_output_when_interrupted(tmp_path):
         {"a": 1},
         {"b": "é"},
     ]
+
+
+def test_prompts_start_with_the_tokenizers_bos_and_carry_no_default_eos():
+    """A tokenizer that wraps text as <s> ... </s> by default: the prompt keeps <s>, loses the closing </s>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from alignlab.diagnostics.generation import _encode_prompts
+
+    vocab = {"<s>": 0, "</s>": 1, "a": 2, "b": 3}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="a"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0),
+                                                                                                ("</s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
+    assert tok("a b")["input_ids"] == [0, 2, 3, 1]
+    assert _encode_prompts(tok, ["a b"]) == [[0, 2, 3]]

@@ -16,7 +16,7 @@ from alignlab.assets import load_tokenizer
 from alignlab.data import SAMPLES_DIR, collate_preference, load_preference_data
 from alignlab.diagnostics import compute_pair_scores
 from alignlab.errors import ConfigError
-from alignlab.models import Trunk, check_output_head, output_head, sequence_stats
+from alignlab.models import Trunk, check_output_head, greedy_next_tokens, output_head, sequence_stats
 from alignlab.models import causal_lm as causal_lm_module
 from alignlab.train import load_config
 from alignlab.train.trainer import Trainer
@@ -76,6 +76,24 @@ def test_input_embeddings_are_the_models_own(family, batch):
     model = tiny_model(family)
     ids = batch[1]["input_ids"]
     torch.testing.assert_close(Trunk(model).embed(ids), model.get_input_embeddings()(ids), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_ift_greedy_pass_is_the_models_argmax(family, batch):
+    model = tiny_model(family)
+    ids, mask = batch[1]["input_ids"], batch[1]["attention_mask"]
+    trunk = Trunk(model)
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+    got = greedy_next_tokens(trunk, mask, trunk.embed(ids), chunk_size=16)
+    assert torch.equal(got[mask.bool()], want[mask.bool()])
+
+
+def test_one_ift_step_on_gemma3(saved, tmp_path):
+    """Gemma-3 scales its embeddings inside the embedding layer: IFT's frozen view must too."""
+    trainer = _trainer(saved["gemma3"], tmp_path, "ift", ift_lambda=0.5, train_data=str(SAMPLES_DIR / "sft.jsonl"))
+    metrics = trainer.train_step(0)
+    assert math.isfinite(metrics["loss"]) and 0 <= metrics["ift/guess_error_rate"] <= 1
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +177,14 @@ def test_an_adapted_output_layer_is_rejected():
     model = peft.get_peft_model(tiny_model("llama"), peft.LoraConfig(r=2, target_modules=["lm_head", "q_proj"]))
     with pytest.raises(ConfigError, match="lora_target_modules"):
         output_head(model)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "granite"])
+def test_precomputed_reference_is_exact_on_a_transformed_head(family, saved, tmp_path):
+    trainer = _trainer(saved[family], tmp_path, "dpo", precompute_ref_logps="true", ref_cache_dir=tmp_path / "c")
+    collated = collate_preference(trainer.train_examples, trainer.pad_id)
+    model = tiny_model(family)
+    want, _, _ = _own_stats(model, model, collated)
+    b = len(trainer.train_examples)
+    torch.testing.assert_close(trainer.ref_table[:, 0], want[:b], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(trainer.ref_table[:, 1], want[b:], rtol=1e-5, atol=1e-4)
