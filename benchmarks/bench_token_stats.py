@@ -7,7 +7,11 @@ sequence are prompt). Each path runs in its own fresh process; "extra peak" is t
 resident set size (ru_maxrss) from just before the first call, i.e. memory above the inputs and the model's own
 activations. Time is the median of the repeats after a warm-up.
 
+`--softcap C` gives both models a soft-capped head (Gemma-2/3: logits = C tanh(z / C)) and adds a third run, the
+chunked path with the plain linear head, so the transform's own cost shows beside the two soft-capped paths.
+
     python benchmarks/bench_token_stats.py [--pairs 8 --seq 512 --vocab 32000 --hidden 1024 --threads 2]
+    python benchmarks/bench_token_stats.py --softcap 30
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def _worker(args: argparse.Namespace) -> dict:
 
     def step() -> None:
         stats = fn(hidden, weight, labels, ref_hidden=ref_hidden, ref_weight=ref_weight, kl=True,
-                   chunk_size=args.chunk)
+                   chunk_size=args.chunk, softcap=args.cap, ref_softcap=args.cap)
         margin = stats.logps - stats.ref_logps
         b = args.pairs
         losses, _, _ = tdpo_loss(margin[:b], margin[b:], stats.kl[:b], stats.kl[b:], variant="tdpo2")
@@ -60,7 +64,8 @@ def _worker(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return {"path": args.path, "extra_peak_mib": extra, "median_s": statistics.median(times), "times": times}
+    name = args.path + (f" softcap {args.cap:g}" if args.cap else " linear head")
+    return {"path": name, "extra_peak_mib": extra, "median_s": statistics.median(times), "times": times}
 
 
 def main() -> None:
@@ -73,24 +78,32 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--softcap", type=float, default=None, help="soft-cap both heads at this value")
     p.add_argument("--path", choices=["plain", "chunked"], help=argparse.SUPPRESS)
+    p.add_argument("--cap", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.path:
         print(json.dumps(_worker(args)))
         return
-    results = {}
-    for path in ("plain", "chunked"):
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--path", path], check=True,
+    runs = [("plain", args.softcap), ("chunked", args.softcap)] + ([("chunked", None)] if args.softcap else [])
+    results = []
+    for path, cap in runs:
+        extra = ["--cap", str(cap)] if cap else []
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--path", path, *extra], check=True,
                              capture_output=True, text=True).stdout
-        results[path] = json.loads(out.strip().splitlines()[-1])
-    plain, chunked = results["plain"], results["chunked"]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    plain, chunked = results[0], results[1]
     print(f"TDPO statistics fwd+bwd: {args.pairs} pairs x {args.seq} tokens (prompt {args.prompt}), V={args.vocab}, "
           f"H={args.hidden}, chunk {args.chunk}, {args.threads} threads")
-    print(f"{'path':<9}{'extra peak MiB':>16}{'median s':>11}")
-    for r in (plain, chunked):
-        print(f"{r['path']:<9}{r['extra_peak_mib']:>16.0f}{r['median_s']:>11.3f}")
+    print(f"{'path':<24}{'extra peak MiB':>16}{'median s':>11}")
+    for r in results:
+        print(f"{r['path']:<24}{r['extra_peak_mib']:>16.0f}{r['median_s']:>11.3f}")
     print(f"chunked / plain: memory {chunked['extra_peak_mib'] / plain['extra_peak_mib']:.3f}, "
           f"time {chunked['median_s'] / plain['median_s']:.3f}")
+    if len(results) == 3:
+        linear = results[2]
+        print(f"chunked soft-capped / chunked linear: memory {chunked['extra_peak_mib'] / linear['extra_peak_mib']:.3f},"
+              f" time {chunked['median_s'] / linear['median_s']:.3f}")
     print("command: python benchmarks/bench_token_stats.py " + " ".join(sys.argv[1:]))
 
 

@@ -136,6 +136,9 @@ def model_path(name: str = DEFAULT_MODEL, *, seed: int = 0) -> Path:
     def _build(tmp: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         model = build_model(name, tokenizer, seed=seed)
+        # transformers 5 writes checkpoint files on rank 0 only once torch.distributed is up; here every rank
+        # builds a private copy that is renamed into the cache, so whichever rank wins must have written it all
+        model.should_save_on_this_rank = lambda is_main_process: True
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # a one-off cache build is not a download worth a progress bar
         try:
@@ -144,5 +147,7 @@ def model_path(name: str = DEFAULT_MODEL, *, seed: int = 0) -> Path:
             if bars:
                 hf_logging.enable_progress_bar()
         tokenizer.save_pretrained(tmp)
+        if not (tmp / "config.json").is_file():
+            raise RuntimeError(f"building {name} wrote no config.json to {tmp}")
 
     return build_atomically(target, _build)

@@ -28,8 +28,11 @@ SFT (``SFTItem``):
 - ``text``: ``text`` string; every token is trained.
 - any preference format: SFT on the chosen side (``prompt`` + ``chosen``); ``ranking`` uses the best response.
 
-Optional fields carried through for diagnostics: ``alpha`` (a number in [0, 1], the preference proportion) and
-``votes`` (a list of non-negative integers).
+Optional fields carried through for diagnostics (idealized ranking accuracy; alignlab.diagnostics.votes):
+``alpha`` (a number in [0, 1], the fraction of raters preferring the chosen response; on a ranking record only
+with 2 responses, the fraction preferring the better-ranked one) and ``votes`` (a list of non-negative integers:
+on a pair record one vote per rater, 1 = chosen, 2 = rejected; on a ranking record one count per response, the
+raters who picked it, from which each expanded pair gets its alpha).
 
 Detection (``format="auto"``) looks at the fields of the first record that identify a format: ``messages`` ->
 messages, ``responses`` -> ranking, ``chosen``+``rejected`` with ``prompt`` -> conversational (list prompt) or
@@ -379,6 +382,16 @@ def _preference(f: _Fields, record: Record, fmt: str) -> list[PreferenceItem]:
         ):
             raise _Problem(
                 f"field '{f.name('ranks')}' must be a list of {len(responses)} numbers, one per response"
+            )
+        if votes is not None and len(votes) != len(responses):
+            raise _Problem(
+                f"field '{f.name('votes')}' must hold one vote count per response ({len(responses)}), got "
+                f"{len(votes)}"
+            )
+        if alpha is not None and len(responses) > 2:
+            raise _Problem(
+                f"field '{f.name('alpha')}' is one pair's preference proportion, but this ranking has "
+                f"{len(responses)} responses; give '{f.name('votes')}' (one count per response) instead"
             )
         items = []
         for i in range(len(responses)):

@@ -30,8 +30,8 @@ def load_preference_data(
     Every record is validated before anything is tokenized; any invalid record raises one DataError (first
     error + "(and N more errors)", all of them on ``.errors``). Returns (examples, report); each example is
     ``{"prompt_input_ids", "chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels":
-    list[int], "index": int, "eos_dropped": bool}`` plus ``"alpha"`` / ``"votes"`` when the record has them
-    and ``"pair"`` (chosen, rejected response positions) for ranking records. *_input_ids are full sequences
+    list[int], "index": int, "where": str, "eos_dropped": bool}`` plus ``"alpha"`` / ``"votes"`` when the record
+    has them and ``"pair"`` (chosen, rejected response positions) for ranking records. *_input_ids are full sequences
     (prompt + response), labels are aligned and -100 on the prompt.
     """
     return _load("preference", source, tokenizer, split=split, columns=columns, format=format,
@@ -59,7 +59,7 @@ def load_sft_data(
     """Load, validate and tokenize SFT data; preference data trains on its chosen side (ranking: best
     response).
 
-    Returns (examples, report); each example is ``{"input_ids", "labels": list[int], "index": int,
+    Returns (examples, report); each example is ``{"input_ids", "labels": list[int], "index": int, "where": str,
     "eos_dropped": bool}``. Validation happens before tokenization, as in load_preference_data.
     """
     return _load("sft", source, tokenizer, split=split, columns=columns, format=format, max_length=max_length,

@@ -295,6 +295,7 @@ def tokenize_preference(
             "rejected_input_ids": prompt + rejected,
             "rejected_labels": [IGNORE_INDEX] * len(prompt) + rejected_labels,
             "index": item.index,
+            "where": item.where,  # file and line, for errors about this example downstream
             "eos_dropped": eos_dropped,
         }
         if item.alpha is not None:
@@ -319,7 +320,7 @@ def tokenize_sft(
     response_truncation: str = "truncate",
     sft_turns: str = "all",
 ) -> list[dict[str, Any]]:
-    """SFT examples ``{"input_ids", "labels", "index", "eos_dropped"}``; updates ``report`` counts.
+    """SFT examples ``{"input_ids", "labels", "index", "where", "eos_dropped"}``; updates ``report`` counts.
 
     The prompt is the tokenizer's prefix (BOS, if it adds one) and the leading untrained segment (none for
     ``text``); the rest, trained or not (later user turns), is the response for truncation.
@@ -364,6 +365,7 @@ def tokenize_sft(
                 "input_ids": prompt + response,
                 "labels": [IGNORE_INDEX] * len(prompt) + labels,
                 "index": item.index,
+                "where": item.where,
                 "eos_dropped": eos_dropped,
             }
         )

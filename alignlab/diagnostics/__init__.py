@@ -35,7 +35,6 @@ from alignlab.diagnostics.ranking import (
     ranking_accuracy,
     ranking_correct,
 )
-from alignlab.diagnostics.sequence_scores import score_data, score_examples
 from alignlab.diagnostics.scoring import (
     PairScores,
     compute_pair_scores,
@@ -43,6 +42,7 @@ from alignlab.diagnostics.scoring import (
     model_fingerprint,
     score_model,
 )
+from alignlab.diagnostics.sequence_scores import score_data, score_examples
 from alignlab.diagnostics.ties import SCORE_SPACES, ranking_accuracy_with_ties
 from alignlab.diagnostics.votes import (
     ALPHA_FIELDS,

@@ -103,7 +103,6 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-dir", default=None, help="score cache directory (default: <alignlab cache>/scores)"
     )
     p.add_argument("--no-cache", action="store_true", help="always rescore; read and write no cache")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return p
 
 
@@ -227,21 +226,46 @@ def summarize(policy: PairScores, ref: PairScores | None, *, beta: float) -> dic
             "message": "idealized accuracy is computed from the reference: pass --ref",
         }
     else:
-        try:
-            gap = alignment_gap(
-                policy.chosen_logps,
-                policy.rejected_logps,
-                ref.chosen_logps,
-                ref.rejected_logps,
-                policy.alpha,
-                **lengths,
-            )
-        except AlignlabError as exc:  # e.g. every pair tied (alpha == 0.5): nothing to score
-            out["alpha"] = {"source": "data", "message": str(exc).removeprefix("alignlab: ")}
-        else:
-            out["alpha"] = {"source": "data", "message": None}
-            out["alignment_gap"] = gap.to_dict()
+        out["alpha"] = _idealized(out, policy, ref)
     return out
+
+
+def _idealized(out: dict[str, Any], policy: PairScores, ref: PairScores) -> dict[str, Any]:
+    """Sets out["alignment_gap"] over the pairs with a defined alpha; returns the summary's "alpha" entry.
+
+    alpha is NaN (undefined) for a ranking pair whose two responses got no vote (votes.alphas_from_records): such
+    pairs are excluded from both sides of the gap and counted, as tied pairs are.
+    """
+    assert policy.alpha is not None
+    defined = ~torch.isnan(policy.alpha)
+    n_undefined = int((~defined).sum())
+    entry: dict[str, Any] = {"source": "data", "message": None, "n_undefined_excluded": n_undefined}
+    if n_undefined:
+        entry["message"] = (
+            f"{n_undefined} of {len(policy)} pairs excluded from idealized accuracy: neither of their two responses "
+            f"got a vote, so alpha (chosen's share of the two responses' votes) is undefined"
+        )
+    if not defined.any():
+        return entry
+
+    def kept(values: torch.Tensor) -> torch.Tensor:
+        return values[defined]
+
+    try:
+        gap = alignment_gap(
+            kept(policy.chosen_logps),
+            kept(policy.rejected_logps),
+            kept(ref.chosen_logps),
+            kept(ref.rejected_logps),
+            kept(policy.alpha),
+            chosen_lengths=kept(policy.chosen_lengths),
+            rejected_lengths=kept(policy.rejected_lengths),
+        )
+    except AlignlabError as exc:  # e.g. every pair tied (alpha == 0.5): nothing to score
+        entry["message"] = "; ".join(filter(None, [entry["message"], str(exc)]))
+    else:
+        out["alignment_gap"] = gap.to_dict()
+    return entry
 
 
 def _pct(value: float | None) -> str:
@@ -290,6 +314,9 @@ def _print_summary(summary: Mapping[str, Any], header: str, console: Console) ->
     if gap is None:
         table.add_row("idealized accuracy R*", "n/a", "see below")
     else:
+        excluded = f"{gap['n_tied_excluded']} tied pairs excluded"
+        if summary["alpha"].get("n_undefined_excluded"):
+            excluded += f", {summary['alpha']['n_undefined_excluded']} without votes"
         for variant, label in (("raw", "R"), ("normalized", "R~")):
             g = gap[variant]
             if g is None:
@@ -302,7 +329,7 @@ def _print_summary(summary: Mapping[str, Any], header: str, console: Console) ->
             table.add_row(
                 f"alignment gap ({label}, median)",
                 _pct(g["gap_median"]),
-                f"{gap['n_tied_excluded']} tied pairs excluded",
+                excluded,
             )
     console.print(table)
     if summary["alpha"]["message"]:
@@ -578,30 +605,29 @@ def _run_mode(args: argparse.Namespace, console: Console) -> None:
 
 
 def diagnose_main(argv: Sequence[str]) -> int:
-    """Entry point of `alignlab diagnose`; returns the exit code (0, or 2 for user errors)."""
+    """Entry point of `alignlab diagnose`; returns the exit code (0, or 2 for an argparse usage error).
+
+    User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2), or re-raises with --debug.
+    """
     parser = _parser()
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:  # argparse already printed usage and the error (or --help)
         return int(exc.code or 0)
     console = Console(width=max(Console().width, 110), soft_wrap=False)
-    try:
-        _check_args(args, parser.parse_args([]))
-        if args.run is not None:
-            _run_mode(args, console)
-        else:
-            _model_mode(args, console)
-    except AlignlabError as exc:
-        if args.debug:
-            raise
-        message = " ".join(str(exc).split())
-        print(f"alignlab: {message.removeprefix('alignlab: ')}", file=sys.stderr)
-        return 2
+    _check_args(args, parser.parse_args([]))
+    if args.run is not None:
+        _run_mode(args, console)
+    else:
+        _model_mode(args, console)
     return 0
 
 
 def main() -> None:  # pragma: no cover - python -m entry point
-    sys.exit(diagnose_main(sys.argv[1:]))
+    from alignlab.cli import main as cli_main
+
+    # through the CLI so errors print as one line there (and --debug works) as for `alignlab diagnose`
+    sys.exit(cli_main(["diagnose", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":  # pragma: no cover

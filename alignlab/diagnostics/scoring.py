@@ -10,9 +10,9 @@ Batching: pairs are sorted by length (longest first), cut into batches of `batch
 back in the input order. Right padding plus causal attention means padding never reaches a scored position, so
 bucketing changes no value beyond float rounding.
 
-Log-probs come from `alignlab.ops`: `chunked_sequence_stats` on the final hidden states and the lm_head weight
-(only response positions are projected to the vocabulary, one chunk of tokens at a time), or `sequence_logps` on
-full logits for models whose head is more than a linear layer (logit soft-capping or scaling).
+Log-probs come from `alignlab.models.sequence_stats`, the code path training uses: the final hidden states and
+the model's output head with its transform (soft-capping, logit scaling), projected to the vocabulary one chunk
+of response tokens at a time ("chunked"), or as full logits ("logits", the plain reference).
 
 Cache: `score_model` keys a Parquet file by (model fingerprint, data fingerprint, dtype, engine version) under
 `cache_dir() / "scores"`, written atomically (temporary file + rename), so plots and comparisons never rescore.
@@ -47,15 +47,12 @@ from alignlab.assets.models import is_builtin
 from alignlab.data import collate_preference
 from alignlab.diagnostics.votes import alphas_from_records, find_alpha_source
 from alignlab.errors import AlignlabError
-from alignlab.ops import chunked_sequence_stats, response_lengths, sequence_logps
+from alignlab.models import Trunk, sequence_stats
 
 # Bump when the engine changes what it computes for the same model and data, so old cache entries are not reused.
-SCORES_VERSION = "1"
+SCORES_VERSION = "2"  # 2: alpha per record (per-response votes of rankings)
 SCORE_COLUMNS = ("index", "chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths")
 SCORE_PATHS = ("auto", "chunked", "logits")
-
-# Config attributes of heads that are not a plain linear map of the final hidden state.
-_NONLINEAR_HEAD_KEYS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
 @dataclass(frozen=True)
@@ -114,26 +111,14 @@ class PairScores:
 
 
 def example_alphas(examples: Sequence[Mapping[str, Any]], *, dataset: str = "data") -> Tensor | None:
-    """alpha per example (float64 [N]) from 'alpha' or 'votes' fields, or None when the data has neither."""
-    if not examples or find_alpha_source(examples[0].keys()) is None:
+    """alpha per example (float64 [N]), each from its own 'alpha' / 'votes' fields (votes.alphas_from_records:
+    NaN where a ranking pair's two responses got no vote), or None when no example has either.
+
+    Raises DataError naming the first example without an alpha source when others have one.
+    """
+    if not any(find_alpha_source(k for k, v in example.items() if v is not None) for example in examples):
         return None
     return alphas_from_records(examples, dataset=dataset)
-
-
-def _linear_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
-    """(base model returning final hidden states, lm_head) when logits are exactly lm_head(hidden)."""
-    if hasattr(model, "get_base_model"):  # a peft wrapper: its adapters are injected into the wrapped model
-        model = model.get_base_model()
-    config = getattr(model, "config", None)
-    if config is None or any(
-        getattr(config, key, None) not in (None, 1, 1.0) for key in _NONLINEAR_HEAD_KEYS
-    ):
-        return None
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if not isinstance(base, torch.nn.Module) or not isinstance(head, torch.nn.Linear):
-        return None
-    return base, head
 
 
 def _pad_id(model: torch.nn.Module) -> int:
@@ -161,8 +146,9 @@ def compute_pair_scores(
     """Score tokenized preference examples (load_preference_data's dicts) with `model`, in its own dtype.
 
     Returns PairScores in the order of `examples`. batch_size counts pairs (2 * batch_size rows per forward);
-    path: "chunked" (hidden states + lm_head through ops.chunked_sequence_stats), "logits" (ops.sequence_logps
-    on full logits) or "auto" (chunked when the head is a plain linear layer). device defaults to the model's.
+    path: "chunked" (hidden states + output head, one token tile at a time), "logits" (the same head on full
+    logits) or "auto" (chunked); both through alignlab.models, exact for every head transform. device defaults to
+    the model's.
     The model is put in eval mode for the call and its previous mode is restored.
     """
     if path not in SCORE_PATHS:
@@ -171,11 +157,7 @@ def compute_pair_scores(
         raise AlignlabError(f"batch size must be a positive integer; got {batch_size!r}")
     if not examples:
         raise AlignlabError(f"{dataset}: no preference pairs to score")
-    head = _linear_head(model) if path != "logits" else None
-    if path == "chunked" and head is None:
-        raise AlignlabError(
-            f"{type(model).__name__}: the chunked path needs logits = lm_head(final hidden states); use path='logits'"
-        )
+    trunk = Trunk(model)
     alpha = example_alphas(examples, dataset=dataset)
     if device is None:
         device = next(model.parameters()).device
@@ -195,18 +177,10 @@ def compute_pair_scores(
             input_ids = batch["input_ids"].to(device)
             attention_mask = batch["attention_mask"].to(device)
             labels = batch["labels"].to(device)
-            if head is not None:
-                base, lm_head = head
-                hidden = base(
-                    input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-                ).last_hidden_state
-                stats = chunked_sequence_stats(
-                    hidden, lm_head.weight, labels, bias=lm_head.bias, chunk_size=chunk_size
-                )
-                seq_logps, seq_lengths = stats.logps, stats.lengths
-            else:
-                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-                seq_logps, seq_lengths = sequence_logps(logits, labels), response_lengths(labels)
+            stats = sequence_stats(
+                trunk, input_ids, attention_mask, labels, chunked=path != "logits", chunk_size=chunk_size
+            )
+            seq_logps, seq_lengths = stats.logps, stats.lengths
             b = len(positions)
             rows = torch.tensor(positions)
             logps[:, rows] = seq_logps.double().cpu().view(2, b)

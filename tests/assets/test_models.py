@@ -81,3 +81,17 @@ def test_seed_selects_cached_weights() -> None:
     a, b = load_model(seed=0), load_model(seed=1)
     assert not _state_equal(a, b)
     assert _state_equal(a, load_model(DEFAULT_MODEL, seed=0))
+
+
+def test_builtin_model_built_by_a_nonzero_rank_is_complete(tmp_path, monkeypatch):
+    """Under accelerate launch every rank builds the model on a fresh cache; transformers 5 saves on rank 0 only
+    once torch.distributed is up, so a rank-1 build must still write its own complete copy."""
+    import transformers.distributed.mixin as distributed
+
+    from alignlab.assets.models import model_path
+
+    monkeypatch.setenv("ALIGNLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(distributed, "_is_torch_distributed_initialized", lambda: True)
+    monkeypatch.setattr(distributed, "_get_torch_distributed_rank", lambda: 1)
+    built = model_path("alignlab/tiny-llama")
+    assert (built / "config.json").is_file() and (built / "model.safetensors").is_file()

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from alignlab.cli import main as cli_main
 from alignlab.diagnostics import diagnose, scoring
 from alignlab.diagnostics.diagnose import NO_ALPHA_MESSAGE, diagnose_main
 from alignlab.diagnostics.scoring import PairScores
@@ -24,7 +25,8 @@ def ref_dir(tmp_path_factory):
 
 
 def _run(argv, capsys):
-    code = diagnose_main([str(a) for a in argv])
+    # through the CLI, which prints a user error (AlignlabError) as one line with exit code 2
+    code = cli_main(["diagnose", *(str(a) for a in argv)])
     out, err = capsys.readouterr()
     return code, out, err
 

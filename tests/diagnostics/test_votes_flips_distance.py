@@ -89,8 +89,10 @@ def test_alphas_from_records():
     assert alphas_from_records(counts, dataset="d").tolist() == [0.75]
     with pytest.raises(DataError, match="record 1: alpha = 1.5 is outside"):
         alphas_from_records([{"alpha": 0.75}, {"alpha": 1.5}], dataset="d")
-    with pytest.raises(DataError, match="record 1: field 'votes' is missing"):
-        alphas_from_records([{"votes": [1]}, {"alpha": 0.5}], dataset="d")
+    # each record has its own source; a record with none is an error naming it
+    assert alphas_from_records([{"votes": [1]}, {"alpha": 0.5}], dataset="d").tolist() == [1.0, 0.5]
+    with pytest.raises(DataError, match="^d record 1: field 'alpha' is missing"):
+        alphas_from_records([{"votes": [1]}, {"chosen": "a"}], dataset="d")
 
 
 # --- flip groups ----------------------------------------------------------------------------------------------
