@@ -5,10 +5,10 @@ The ranking diagnostics (ranking.py, flips.py) consume [N] statistics; this modu
   chosen_logps[i]  = sum_t log pi(y_w,t | x, y_w,<t)      chosen_lengths[i]  = n(y_w)   (response tokens only)
   rejected_logps[i] = the same for y_l                   rejected_lengths[i] = n(y_l)
 
-Batching: pairs are sorted by length (longest first), cut into batches of `batch_size` pairs, collated with
-`alignlab.data.collate_preference` (right padding) and scored under no_grad in eval mode; results are written
-back in the input order. Right padding plus causal attention means padding never reaches a scored position, so
-bucketing changes no value beyond float rounding.
+Batching: `alignlab.models.score_batches`, the one scoring loop: pairs sorted by length (longest first), cut
+into batches of `batch_size` pairs, collated as training collates them (right padding) and scored under no_grad
+in eval mode; results are written back in the input order. Right padding plus causal attention means padding
+never reaches a scored position, so bucketing changes no value beyond float rounding.
 
 Log-probs come from `alignlab.models.sequence_stats`, the code path training uses: the final hidden states and
 the model's output head with its transform (soft-capping, logit scaling), projected to the vocabulary one chunk
@@ -44,10 +44,9 @@ from torch import Tensor
 
 from alignlab.assets import cache_dir, load_model, resolve
 from alignlab.assets.models import is_builtin
-from alignlab.data import collate_preference
 from alignlab.diagnostics.votes import alphas_from_records, find_alpha_source
 from alignlab.errors import AlignlabError
-from alignlab.models import Trunk, sequence_stats
+from alignlab.models import Trunk, score_batches
 
 # Bump when the engine changes what it computes for the same model and data, so old cache entries are not reused.
 SCORES_VERSION = "2"  # 2: alpha per record (per-response votes of rankings)
@@ -147,9 +146,9 @@ def compute_pair_scores(
 
     Returns PairScores in the order of `examples`. batch_size counts pairs (2 * batch_size rows per forward);
     path: "chunked" (hidden states + output head, one token tile at a time), "logits" (the same head on full
-    logits) or "auto" (chunked); both through alignlab.models, exact for every head transform. device defaults to
-    the model's.
-    The model is put in eval mode for the call and its previous mode is restored.
+    logits) or "auto" (chunked); both through alignlab.models.score_batches, exact for every head transform. The
+    model is moved to `device` when one is given (default: where it is), and put in eval mode for the call (its
+    previous mode is restored).
     """
     if path not in SCORE_PATHS:
         raise AlignlabError(f"scoring path must be one of {', '.join(SCORE_PATHS)}; got {path!r}")
@@ -157,36 +156,11 @@ def compute_pair_scores(
         raise AlignlabError(f"batch size must be a positive integer; got {batch_size!r}")
     if not examples:
         raise AlignlabError(f"{dataset}: no preference pairs to score")
-    trunk = Trunk(model)
     alpha = example_alphas(examples, dataset=dataset)
-    if device is None:
-        device = next(model.parameters()).device
-    pad = _pad_id(model)
-    n = len(examples)
-    # Longest first: the biggest batch runs first (an out-of-memory error shows at once) and padding is minimal.
-    sizes = [max(len(e["chosen_input_ids"]), len(e["rejected_input_ids"])) for e in examples]
-    order = sorted(range(n), key=lambda i: -sizes[i])
-    logps = torch.empty(2, n, dtype=torch.float64)
-    lengths = torch.empty(2, n, dtype=torch.int64)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, n, batch_size):
-            positions = order[start : start + batch_size]
-            batch = collate_preference([examples[i] for i in positions], pad)
-            input_ids = batch["input_ids"].to(device)
-            attention_mask = batch["attention_mask"].to(device)
-            labels = batch["labels"].to(device)
-            stats = sequence_stats(
-                trunk, input_ids, attention_mask, labels, chunked=path != "logits", chunk_size=chunk_size
-            )
-            seq_logps, seq_lengths = stats.logps, stats.lengths
-            b = len(positions)
-            rows = torch.tensor(positions)
-            logps[:, rows] = seq_logps.double().cpu().view(2, b)
-            lengths[:, rows] = seq_lengths.cpu().view(2, b)
-    finally:
-        model.train(was_training)
+    trunk = Trunk(model).to(device) if device is not None else Trunk(model)
+    columns = score_batches(trunk, examples, pad_id=_pad_id(model), batch_size=batch_size,
+                            chunked=path != "logits", chunk_size=chunk_size)
+    logps, lengths = columns["logps"], columns["tokens"]
     index = torch.tensor([int(e["index"]) for e in examples], dtype=torch.int64)
     return PairScores(index, logps[0], logps[1], lengths[0], lengths[1], alpha)
 

@@ -20,7 +20,7 @@ the logits at position t - 1, so `log_softmax(model(input_ids).logits)` recomput
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,8 +29,6 @@ from alignlab.assets import load_tokenizer
 from alignlab.data import (
     PREFERENCE_FORMATS,
     DataReport,
-    collate_preference,
-    collate_sft,
     load_preference_data,
     load_sft_data,
     normalize_records,
@@ -39,17 +37,9 @@ from alignlab.data import (
 )
 from alignlab.diagnostics.scoring import load_scoring_model
 from alignlab.errors import AlignlabError, ConfigError
-from alignlab.models import Trunk, output_head, sequence_stats
+from alignlab.models import Trunk, is_paired, output_head, score_batches
 
 DTYPES = ("float32", "bfloat16")
-
-
-def _batches(examples: Sequence[Mapping[str, Any]], batch_size: int, paired: bool) -> Iterator[list[int]]:
-    """Positions in batches of similar length (longest first: an out-of-memory error shows at once)."""
-    keys = ("chosen_input_ids", "rejected_input_ids") if paired else ("input_ids",)
-    order = sorted(range(len(examples)), key=lambda i: -max(len(examples[i][k]) for k in keys))
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
 
 
 @torch.no_grad()
@@ -74,8 +64,6 @@ def score_examples(
         raise AlignlabError(f"chunk size must be a positive integer; got {chunk_size!r}")
     if not examples:
         raise AlignlabError("no examples to score")
-    paired = "chosen_input_ids" in examples[0]
-    device = next(model.parameters()).device
     ref = None
     if ref_model is not None:
         vocab, ref_vocab = output_head(model).weight.shape[0], output_head(ref_model).weight.shape[0]
@@ -83,46 +71,30 @@ def score_examples(
             raise AlignlabError(f"the reference model's output layer has {ref_vocab} rows but the model's has "
                                 f"{vocab}; the KL needs both over one vocabulary (one tokenizer)")
         ref = Trunk(ref_model)
-    records: list[dict[str, Any] | None] = [None] * len(examples)
-    modes = [(m, m.training) for m in (model, ref_model) if m is not None]
-    for m, _ in modes:
-        m.eval()
-    try:
-        for positions in _batches(examples, batch_size, paired):
-            chunk = [examples[i] for i in positions]
-            batch = collate_preference(chunk, pad_id) if paired else collate_sft(chunk, pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            stats = sequence_stats(Trunk(model), batch["input_ids"], batch["attention_mask"], batch["labels"],
-                                   ref=ref, kl=ref is not None, reverse_kl=ref is not None, chunk_size=chunk_size)
-            columns = {"logps": stats.logps, "tokens": stats.lengths}
-            if ref is not None:
-                columns.update(ref_logps=stats.ref_logps, kl_forward=stats.kl, kl_reverse=stats.reverse_kl)
-            values = {name: column.double().cpu().tolist() if name != "tokens" else column.cpu().tolist()
-                      for name, column in columns.items()}
-            for row, i in enumerate(positions):
-                records[i] = _record(examples[i], values, row, len(positions), paired, ref is not None, token_ids)
-    finally:
-        for m, mode in modes:
-            m.train(mode)
-    return records  # type: ignore[return-value]
+    columns = score_batches(Trunk(model), examples, pad_id=pad_id, ref=ref, batch_size=batch_size,
+                            chunk_size=chunk_size, kl=ref is not None)
+    values = {name: column.tolist() for name, column in columns.items()}
+    paired = is_paired(examples)
+    return [_record(example, values, i, paired, ref is not None, token_ids) for i, example in enumerate(examples)]
 
 
-def _record(example: Mapping[str, Any], values: dict[str, list], row: int, b: int, paired: bool, has_ref: bool,
+def _record(example: Mapping[str, Any], values: dict[str, list], i: int, paired: bool, has_ref: bool,
             token_ids: bool) -> dict[str, Any]:
+    """The output record of example i; values[name][side][i] from score_batches."""
     out: dict[str, Any] = {"index": int(example["index"])}
     if "pair" in example:
         out["pair"] = list(example["pair"])
-    sides = (("chosen_", row), ("rejected_", row + b)) if paired else (("", row),)
-    for prefix, r in sides:
-        out[f"{prefix}logps"] = values["logps"][r]
-    for prefix, r in sides:
-        out[f"{prefix}tokens"] = int(values["tokens"][r])
+    sides = (("chosen_", 0), ("rejected_", 1)) if paired else (("", 0),)
+    for prefix, side in sides:
+        out[f"{prefix}logps"] = values["logps"][side][i]
+    for prefix, side in sides:
+        out[f"{prefix}tokens"] = values["tokens"][side][i]
     if has_ref:
-        for prefix, r in sides:
-            out[f"ref_{prefix}logps"] = values["ref_logps"][r]
-        for prefix, r in sides:
-            out[f"{prefix}kl_forward"] = values["kl_forward"][r]
-            out[f"{prefix}kl_reverse"] = values["kl_reverse"][r]
+        for prefix, side in sides:
+            out[f"ref_{prefix}logps"] = values["ref_logps"][side][i]
+        for prefix, side in sides:
+            out[f"{prefix}kl_forward"] = values["kl_forward"][side][i]
+            out[f"{prefix}kl_reverse"] = values["kl_reverse"][side][i]
     if token_ids:
         for prefix, _ in sides:
             out[f"{prefix}input_ids"] = list(example[f"{prefix}input_ids"])

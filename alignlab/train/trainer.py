@@ -37,11 +37,11 @@ from alignlab.data import (
     padding_id,
 )
 from alignlab.errors import ConfigError
-from alignlab.models import Trunk
+from alignlab.models import Trunk, score_batches
 from alignlab.train import checkpoint as ckpt
 from alignlab.train.callbacks import TrainerCallback
 from alignlab.train.config import TrainConfig
-from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_stats, sequence_step
+from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_step
 from alignlab.train.metrics import MetricsWriter
 from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
 from alignlab.train.ref_cache import cached_reference_logps, examples_fingerprint, model_fingerprint
@@ -179,15 +179,11 @@ class Trainer:
             nonlocal ref
             if ref is None:
                 ref = acc.prepare_model(load_reference(cfg, dtype, policy), evaluation_mode=True)
-            out = []
-            for s in range(0, len(positions), cfg.eval_batch_size):
-                chunk = positions[s:s + cfg.eval_batch_size]
-                batch = self._to_device(collate_preference([scored[i] for i in chunk], self.pad_id))
-                with torch.no_grad(), autocast(cfg.mixed_precision, acc.device):
-                    stats = sequence_stats(cfg, Trunk(ref), batch)
-                b = len(chunk)
-                out.append(torch.stack([stats.logps[:b], stats.logps[b:]], 1).double().cpu())
-            return torch.cat(out)
+            with autocast(cfg.mixed_precision, acc.device):
+                logps = score_batches(Trunk(ref), [scored[i] for i in positions], pad_id=self.pad_id,
+                                      batch_size=cfg.eval_batch_size, chunked=cfg.chunked_ops,
+                                      chunk_size=cfg.chunk_size)["logps"]
+            return logps.t().contiguous()  # [len(positions), 2]: (chosen, rejected)
 
         table, cached = cached_reference_logps(directory, fingerprint, scored, compute,
                                                rank=acc.process_index, world=acc.num_processes,
@@ -217,12 +213,16 @@ class Trainer:
         """Precomputed reference sums [2B] (chosen then rejected) for examples of the train or eval split."""
         if self.ref_table is None:
             return None
+        rows = torch.stack([self._ref_row(ex) for ex in examples])
+        return torch.cat([rows[:, 0], rows[:, 1]]).float().to(self.accelerator.device)
+
+    def _ref_row(self, example: dict[str, Any]) -> torch.Tensor:
+        """The precomputed (chosen, rejected) reference sums of one example, float64 [2]."""
         try:
-            rows = torch.stack([self._ref_rows[id(ex)] for ex in examples])
+            return self._ref_rows[id(example)]
         except KeyError:
             raise ConfigError("precompute_ref_logps covers the train and eval examples only; "
                               "score other pairs with the reference model online") from None
-        return torch.cat([rows[:, 0], rows[:, 1]]).float().to(self.accelerator.device)
 
     def _forward(self, batch: dict[str, torch.Tensor], examples: Sequence[dict[str, Any]], lam: float,
                  *, eval_kl: bool = False) -> StepOutput:
@@ -328,30 +328,20 @@ class Trainer:
         cfg = self.cfg
         if not cfg.is_pair_method:
             raise ConfigError("score_pairs needs a preference method")
-        was_training = self.trunk.training
-        self.trunk.eval()
-        cols: dict[str, list[torch.Tensor]] = {}
-        for s in range(0, len(examples), cfg.eval_batch_size):
-            chunk = list(examples[s:s + cfg.eval_batch_size])
-            b = len(chunk)
-            batch = self._to_device(collate_preference(chunk, self.pad_id))
-            with autocast(cfg.mixed_precision, self.accelerator.device):
-                policy = sequence_stats(cfg, self.trunk, batch)
-                has_ref = self.ref_model is not None or (cfg.lora and cfg.needs_reference)
-                ref_stats = sequence_stats(cfg, reference_trunk(self.policy, self.ref_model), batch) \
-                    if has_ref else None
-            if ref_stats is not None:
-                ref_logps = ref_stats.logps
+        kwargs = {"pad_id": self.pad_id, "batch_size": cfg.eval_batch_size, "chunked": cfg.chunked_ops,
+                  "chunk_size": cfg.chunk_size}
+        with autocast(cfg.mixed_precision, self.accelerator.device):
+            policy = score_batches(self.trunk, examples, **kwargs)
+            if self.ref_model is not None or (cfg.lora and cfg.needs_reference):
+                ref_logps = score_batches(reference_trunk(self.policy, self.ref_model), examples, **kwargs)["logps"]
             elif self.ref_table is not None:
-                ref_logps = self._ref_logps(chunk).to(policy.logps.dtype)
+                ref_logps = torch.stack([self._ref_row(ex) for ex in examples], 1)
             else:  # reference-free method: there is no reference ranking
-                ref_logps = policy.logps * float("nan")
-            for name, value in (("policy_chosen_logps", policy.logps[:b]), ("policy_rejected_logps", policy.logps[b:]),
-                                ("ref_chosen_logps", ref_logps[:b]), ("ref_rejected_logps", ref_logps[b:]),
-                                ("chosen_lengths", policy.lengths[:b]), ("rejected_lengths", policy.lengths[b:])):
-                cols.setdefault(name, []).append(value.double().cpu())
-        self.trunk.train(was_training)
-        return {k: torch.cat(v) for k, v in cols.items()}
+                ref_logps = torch.full_like(policy["logps"], float("nan"))
+        return {"policy_chosen_logps": policy["logps"][0], "policy_rejected_logps": policy["logps"][1],
+                "ref_chosen_logps": ref_logps[0], "ref_rejected_logps": ref_logps[1],
+                "chosen_lengths": policy["tokens"][0].double(),
+                "rejected_lengths": policy["tokens"][1].double()}
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def save(self, step: int, *, final: bool = False) -> Path:
