@@ -194,6 +194,13 @@ class _Encoder:
         return False
 
 
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """The ids of a prompt started as training starts a sequence: the tokenizer's default prefix (its BOS),
+    never doubled when the text already begins with it, and no default suffix (a prompt is continued, not
+    closed). Generation encodes its prompts with this, so samples continue what training scored."""
+    return _Encoder(tokenizer, max_prompt_length=1 << 30).start(encode(tokenizer, text))[0]
+
+
 def preference_segments(tokenizer: Any, item: PreferenceItem) -> tuple[str, list[Segment], list[Segment]]:
     """(prompt text, chosen segments, rejected segments) of a pair; the prompt text is untrained."""
     if not item.is_chat:

@@ -10,7 +10,10 @@ columns are NaN (no reference ranking), so FlipTracker counts flips against the 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +30,8 @@ FLIP_KEYS = {
     "incorrect_to_correct": "ref_incorrect_model_correct",
     "incorrect_to_incorrect": "ref_incorrect_model_incorrect",
 }
+# reference-free runs: the step-0 policy's scores of the tracked subset, in the run directory
+FLIP_BASELINE = "flip_baseline.json"
 _SCORE_KEYS = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
 
 
@@ -47,9 +52,12 @@ class FlipTracker(TrainerCallback):
 
     Reference-free methods (simpo, orpo: trainer.cfg.needs_reference is false, and score_pairs returns NaN
     ref_* columns) have no reference ranking, so the "reference" of the flip groups is the initial policy: the
-    subset is scored at on_train_begin (the step-0 policy; on --resume, the resumed checkpoint's) and those
-    log-probs stand in for ref_* at every evaluation. Such runs also log flips/ref_is_initial_policy = 1.0,
-    and `reference` says "initial policy" (else "reference model"). Reference-based methods are unaffected.
+    subset is scored at on_train_begin, before any step, and those log-probs stand in for ref_* at every
+    evaluation. They are saved in the run directory (FLIP_BASELINE, JSON), so a resumed run counts flips against
+    the same step-0 policy. Such runs log flips/ref_is_initial_policy = 1.0 and `reference` says "initial policy"
+    (else "reference model"); a run resumed without a saved baseline (it was started without flip tracking)
+    counts against the resumed policy and logs flips/ref_is_resumed_policy = 1.0 instead. Reference-based methods
+    are unaffected.
     """
 
     def __init__(self, n_pairs: int = 128, seed: int = 0, *, beta: float | None = None) -> None:
@@ -80,10 +88,52 @@ class FlipTracker(TrainerCallback):
         self.reference = "reference model"
         cfg = getattr(trainer, "cfg", None)
         if cfg is not None and getattr(cfg, "needs_reference", True) is False:
+            saved = self._load_baseline(trainer) if getattr(trainer, "resume", False) else None
+            if saved is not None:
+                self.initial = saved
+                self.reference = "initial policy"
+                return
             # scored before any step: the baseline is the initial policy, not the first evaluated one
             scores = self._score(trainer)
             if _no_reference(scores):
                 self._use_initial_policy(scores)
+                if getattr(trainer, "resume", False):
+                    self.reference = "resumed policy"
+                else:
+                    self._save_baseline(trainer)
+
+    def _baseline_path(self, trainer: Any) -> Path | None:
+        run_dir = getattr(trainer, "run_dir", None)
+        return Path(run_dir) / FLIP_BASELINE if run_dir is not None else None
+
+    def _save_baseline(self, trainer: Any) -> None:
+        path = self._baseline_path(trainer)
+        accelerator = getattr(trainer, "accelerator", None)
+        if path is None or (accelerator is not None and not accelerator.is_main_process):
+            return
+        chosen, rejected = self.initial
+        payload = {"seed": self.seed, "positions": self.positions, "chosen_logps": chosen.tolist(),
+                   "rejected_logps": rejected.tolist()}
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _load_baseline(self, trainer: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        path = self._baseline_path(trainer)
+        if path is None or not path.is_file():
+            return None
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            chosen = torch.tensor(payload["chosen_logps"], dtype=torch.float64)
+            rejected = torch.tensor(payload["rejected_logps"], dtype=torch.float64)
+            same = payload["seed"] == self.seed and payload["positions"] == self.positions
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a flip-tracking baseline ({exc}); delete it to count flips against "
+                              "the resumed policy") from None
+        if not same or chosen.shape != (len(self.positions),) or rejected.shape != chosen.shape:
+            raise ConfigError(f"{path}: saved for another pair subset; resume with the same --track-flips N (and "
+                              "data), or delete it")
+        return chosen, rejected
 
     def _score(self, trainer: Any) -> dict[str, torch.Tensor]:
         scores = trainer.score_pairs(self.examples)
@@ -95,7 +145,7 @@ class FlipTracker(TrainerCallback):
     def _use_initial_policy(self, scores: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.initial is None:
             self.initial = (scores["policy_chosen_logps"].clone(), scores["policy_rejected_logps"].clone())
-        self.reference = "initial policy"
+            self.reference = "initial policy"
         return self.initial
 
     def on_evaluate(self, trainer: Any, step: int) -> dict[str, float]:
@@ -129,9 +179,10 @@ class FlipTracker(TrainerCallback):
         )
         metrics["flips/ref_ranking_accuracy"] = ranking_accuracy(ref_chosen, ref_rejected)
         if against_initial:
-            metrics["flips/ref_is_initial_policy"] = 1.0
+            key = "resumed" if self.reference == "resumed policy" else "initial"
+            metrics[f"flips/ref_is_{key}_policy"] = 1.0
         self.history.append({"step": float(step), **metrics})
         return metrics
 
 
-__all__ = ["FLIP_KEYS", "FlipTracker"]
+__all__ = ["FLIP_BASELINE", "FLIP_KEYS", "FlipTracker"]

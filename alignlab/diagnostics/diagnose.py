@@ -16,7 +16,6 @@ import json
 import math
 import random
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -621,17 +620,6 @@ def diagnose_main(argv: Sequence[str]) -> int:
     else:
         _model_mode(args, console)
     return 0
-
-
-def main() -> None:  # pragma: no cover - python -m entry point
-    from alignlab.cli import main as cli_main
-
-    # through the CLI so errors print as one line there (and --debug works) as for `alignlab diagnose`
-    sys.exit(cli_main(["diagnose", *sys.argv[1:]]))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
 
 
 __all__ = ["NO_ALPHA_MESSAGE", "USAGE", "diagnose_main", "summarize"]

@@ -55,7 +55,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 
 from alignlab.assets import load_model, load_tokenizer
 from alignlab.data import read_records
-from alignlab.data.tokenization import default_special_ids
+from alignlab.data.tokenization import encode_prompt
 from alignlab.diagnostics.diversity import distinct_n, mean_token_entropy
 from alignlab.errors import AlignlabError, ConfigError, DataError
 from alignlab.models import Trunk, output_head, sequence_stats
@@ -294,12 +294,7 @@ def _encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, str):
             raise AlignlabError(f"prompt {i} is a {type(prompt).__name__}, not a string")
-        ids = tokenizer(prompt)["input_ids"]
-        # the prompt starts as training sequences start (the tokenizer's BOS), but is not closed by the
-        # tokenizer's default suffix (an EOS would end the text before the completion)
-        suffix = list(default_special_ids(tokenizer).suffix)
-        if suffix and ids[-len(suffix):] == suffix:
-            ids = ids[: -len(suffix)]
+        ids = encode_prompt(tokenizer, prompt)
         if not ids:
             raise AlignlabError(
                 f"prompt {i} is empty after tokenization; generation needs at least one prompt token"

@@ -7,20 +7,22 @@ states and output head, one token tile at a time. A DPO step's `logps/chosen` is
 
 Fields, one dict per tokenized example, in input order (all log-probs in nats, summed over scored tokens):
 - pairs: index, chosen_logps, rejected_logps, chosen_tokens, rejected_tokens (ranking records also `pair`,
-  the (chosen, rejected) response positions);
+  the (chosen, rejected) response positions; a response cut by max_length also `eos_dropped: true`);
   with a reference: ref_chosen_logps, ref_rejected_logps, and per sequence the forward KL
   sum_t KL(pi_ref || pi_theta) (chosen_kl_forward, rejected_kl_forward) and the reverse KL
   sum_t KL(pi_theta || pi_ref) (chosen_kl_reverse, rejected_kl_reverse);
   with token ids: chosen_input_ids, chosen_labels, rejected_input_ids, rejected_labels.
 - single responses (SFT formats): index, logps, tokens; with a reference ref_logps, kl_forward, kl_reverse;
   with token ids input_ids, labels.
-Labels are aligned with input_ids in the Hugging Face convention (-100 where not scored): token t is scored by
+Records that the data rules drop (an empty response, `response_truncation: drop_example`) have no line; the data
+report counts them. Labels are aligned with input_ids in the Hugging Face convention (-100 where not scored): token t is scored by
 the logits at position t - 1, so `log_softmax(model(input_ids).logits)` recomputes every score.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -36,10 +38,11 @@ from alignlab.data import (
     read_records,
 )
 from alignlab.diagnostics.scoring import load_scoring_model
-from alignlab.errors import AlignlabError, ConfigError
+from alignlab.errors import AlignlabError, ConfigError, DataError
 from alignlab.models import Trunk, is_paired, output_head, score_batches
 
 DTYPES = ("float32", "bfloat16")
+MIXED_PRECISIONS = ("no", "bf16")
 
 
 @torch.no_grad()
@@ -84,6 +87,8 @@ def _record(example: Mapping[str, Any], values: dict[str, list], i: int, paired:
     out: dict[str, Any] = {"index": int(example["index"])}
     if "pair" in example:
         out["pair"] = list(example["pair"])
+    if example.get("eos_dropped"):
+        out["eos_dropped"] = True  # a response cut by max_length: scored without its EOS
     sides = (("chosen_", 0), ("rejected_", 1)) if paired else (("", 0),)
     for prefix, side in sides:
         out[f"{prefix}logps"] = values["logps"][side][i]
@@ -119,10 +124,15 @@ def score_data(
     tokenizer: str | None = None,
     split: str = "train",
     format: str = "auto",
+    columns: dict[str, str] | None = None,
     max_length: int = 512,
     max_prompt_length: int = 256,
+    prompt_truncation: str = "keep_end",
+    response_truncation: str = "truncate",
+    sft_turns: str = "all",
     limit: int | None = None,
     dtype: str = "float32",
+    mixed_precision: str = "no",
     device: str | None = None,
     token_ids: bool = False,
     batch_size: int = 8,
@@ -131,17 +141,32 @@ def score_data(
     """`alignlab score`: load the model (and reference), tokenize `data` as training does and score every example.
 
     model / ref: built-in name, Hugging Face directory or id, or LoRA adapter directory; tokenizer defaults to the
-    model's; dtype float32 or bfloat16; device defaults to cuda when available. Returns (records, data report).
+    model's; the data options are training's (same names, same defaults); dtype float32 or bfloat16 weights;
+    mixed_precision "bf16" scores under bf16 autocast as a `mixed_precision: bf16` run trains; device defaults to
+    cuda when available. Returns (records, data report): examples dropped by the data rules are counted there.
     """
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ConfigError(f"mixed precision must be one of {', '.join(MIXED_PRECISIONS)}, got '{mixed_precision}'")
+    for name, value in (("batch size", batch_size), ("chunk size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer; got {value!r}")
     tok = load_tokenizer(tokenizer or model)
-    if ref is not None and tokenizer is None and load_tokenizer(ref).get_vocab() != tok.get_vocab():
-        raise ConfigError(f"--ref {ref}: its tokenizer differs from --model's; the KL needs a shared vocabulary")
-    kwargs = {"split": split, "format": format, "max_length": max_length, "max_prompt_length": max_prompt_length,
-              "limit": limit}
-    load = load_preference_data if data_is_paired(data, split=split, format=format) else load_sft_data
-    examples, report = load(data, tok, **kwargs)
+    if ref is not None and load_tokenizer(tokenizer or ref).get_vocab() != tok.get_vocab():
+        raise ConfigError(f"reference {ref}: its tokenizer differs from the model's; the KL needs one vocabulary")
+    kwargs = {"split": split, "format": format, "columns": columns, "max_length": max_length,
+              "max_prompt_length": max_prompt_length, "prompt_truncation": prompt_truncation,
+              "response_truncation": response_truncation, "limit": limit}
+    if data_is_paired(data, split=split, format=format):
+        if sft_turns != "all":
+            raise ConfigError(f"sft_turns applies to single-response (messages) data; {data} holds pairs")
+        examples, report = load_preference_data(data, tok, **kwargs)
+    else:
+        examples, report = load_sft_data(data, tok, sft_turns=sft_turns, **kwargs)
+    if not examples:
+        raise DataError(f"{data}: no record left to score: {report.n_records} read, {report.n_dropped_empty} dropped "
+                        f"for an empty response, {report.n_dropped_truncation} as too long (max_length={max_length})")
     try:
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as exc:
@@ -151,9 +176,11 @@ def score_data(
     bf16 = dtype == "bfloat16"
     policy = load_scoring_model(model, bf16=bf16).to(target)
     ref_model = load_scoring_model(ref, bf16=bf16).to(target) if ref is not None else None
-    records = score_examples(policy, examples, pad_id=padding_id(tok), ref_model=ref_model, token_ids=token_ids,
-                             batch_size=batch_size, chunk_size=chunk_size)
+    autocast = torch.autocast(target.type, dtype=torch.bfloat16) if mixed_precision == "bf16" else nullcontext()
+    with autocast:
+        records = score_examples(policy, examples, pad_id=padding_id(tok), ref_model=ref_model,
+                                 token_ids=token_ids, batch_size=batch_size, chunk_size=chunk_size)
     return records, report
 
 
-__all__ = ["DTYPES", "data_is_paired", "score_data", "score_examples"]
+__all__ = ["DTYPES", "MIXED_PRECISIONS", "data_is_paired", "score_data", "score_examples"]

@@ -12,11 +12,13 @@ from alignlab.models.causal_lm import (
     OutputHead,
     Trunk,
     base_model,
+    check_input_embeddings,
     check_output_head,
     greedy_next_tokens,
     head_transform,
     output_head,
     sequence_stats,
+    unwrap_trunk,
 )
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "OutputHead",
     "Trunk",
     "base_model",
+    "check_input_embeddings",
     "check_output_head",
     "greedy_next_tokens",
     "head_transform",
@@ -32,4 +35,5 @@ __all__ = [
     "output_head",
     "score_batches",
     "sequence_stats",
+    "unwrap_trunk",
 ]

@@ -42,10 +42,18 @@ HEAD_TRANSFORM_KEYS: dict[str, str] = {
     "logits_scaling": "inverse_scale",  # Granite, GraniteMoE
     "lm_head_multiplier": "scale",  # Falcon-H1
 }
-# words in config keys that may name some other transform of the logits (named in the error when the probe fails)
-_SUSPECT_WORDS = ("logit", "softcap", "soft_cap", "multiplier", "scaling", "vocab")
+# keys whose direction depends on the family (the text config's model_type): these override the table above
+FAMILY_HEAD_TRANSFORM_KEYS: dict[str, dict[str, str]] = {
+    "hyperclovax": {"logits_scaling": "scale"},  # multiplies where Granite divides
+    "muse_spark_text": {"output_multiplier": "scale"},  # then final_logit_softcapping
+    "muse_glimmer_text": {"output_multiplier": "scale"},
+}
+# words in config keys that may name some other transform of the logits or of the input embeddings (named in
+# the error when a probe fails)
+_SUSPECT_WORDS = ("logit", "softcap", "soft_cap", "multiplier", "scaling", "vocab", "embed")
 
 _CHECKED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+_EMBEDS_CHECKED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def base_model(model: nn.Module) -> nn.Module:
@@ -85,9 +93,11 @@ def _text_config(model: nn.Module) -> Any:
 
 
 def head_transform(config: Any) -> tuple[float, float | None]:
-    """(scale, softcap) of a causal LM's output head from its (text) config; keys in HEAD_TRANSFORM_KEYS."""
+    """(scale, softcap) of a causal LM's output head from its (text) config: the keys in HEAD_TRANSFORM_KEYS,
+    with FAMILY_HEAD_TRANSFORM_KEYS[config.model_type] taking precedence."""
     scale, softcap = 1.0, None
-    for key, kind in HEAD_TRANSFORM_KEYS.items():
+    keys = {**HEAD_TRANSFORM_KEYS, **FAMILY_HEAD_TRANSFORM_KEYS.get(getattr(config, "model_type", ""), {})}
+    for key, kind in keys.items():
         value = getattr(config, key, None)
         if value is None:
             continue
@@ -139,40 +149,94 @@ def _suspect_keys(config: Any) -> list[str]:
     return keys
 
 
+def _probe_ids(model: nn.Module, head: OutputHead) -> Tensor:
+    """12 fixed token ids valid for both the input table and the output layer."""
+    rows = min(head.weight.shape[0], base_model(model).get_input_embeddings().weight.shape[0])
+    return torch.randint(0, rows, (1, 12), generator=torch.Generator().manual_seed(0)).to(head.weight.device)
+
+
+def _mismatch(want: Tensor, got: Tensor, half: bool) -> float | None:
+    """How far `got` is from `want` beyond rounding, or None when they agree.
+
+    Two tests: the largest difference (any transform) and the least-squares scale between them, which averages
+    the rounding of 12 x V values away, so that a few-percent scale hides in no precision."""
+    rel, rel_scale = (3e-2, 2e-3) if half else (1e-4, 1e-5)
+    err = float((want - got).abs().max())
+    fit = float((want * got).sum() / (got * got).sum().clamp(min=1e-30))
+    if err <= rel * (1.0 + float(want.abs().max())) and abs(fit - 1.0) <= rel_scale:
+        return None
+    return err
+
+
+def _hint(model: nn.Module) -> str:
+    keys = _suspect_keys(_text_config(model))
+    return f"config keys that may do it: {', '.join(keys)}" if keys else "no config key says how"
+
+
 @torch.no_grad()
 def check_output_head(model: nn.Module) -> None:
     """Verify once per model that head(decoder hidden states) reproduces model(input_ids).logits.
 
     Runs the model's own forward on 12 probe tokens (eval mode, no autocast; the previous mode is restored).
     Raises ConfigError naming the config keys that may transform the logits when they differ beyond rounding
-    (1e-4 relative in fp32, 3e-2 in half precision)."""
+    (module docstring)."""
     base = base_model(model)
     if _CHECKED.get(base):
         return
     head = output_head(model)
-    device = head.weight.device
-    ids = torch.randint(0, head.weight.shape[0], (1, 12), generator=torch.Generator().manual_seed(0)).to(device)
+    ids = _probe_ids(model, head)
     was_training = base.training
     base.eval()
     try:
-        with torch.autocast(device.type, enabled=False):
+        with torch.autocast(head.weight.device.type, enabled=False):
             want = base(input_ids=ids, use_cache=False).logits.float()
-            got = head.logits(_decoder_hidden(model, ids, None, None)).float()
+            got = head.logits(_decoder_hidden(model, ids, None, None).to(head.weight.device)).float()
     finally:
         base.train(was_training)
-    config = _text_config(model)
     name = type(base).__name__
-    keys = _suspect_keys(config)
-    hint = f"config keys that may transform the logits: {', '.join(keys)}" if keys else "no config key says how"
     if want.shape != got.shape:
         raise ConfigError(f"{name}: model(input_ids).logits has {want.shape[-1]} entries per position but its output "
-                          f"layer has {got.shape[-1]} rows; alignlab cannot reproduce this head ({hint})")
-    rel = 1e-4 if head.weight.dtype in (torch.float32, torch.float64) else 3e-2
-    err = float((want - got).abs().max())
-    if not err <= rel * (1.0 + float(want.abs().max())):
+                          f"layer has {got.shape[-1]} rows; alignlab cannot reproduce this head ({_hint(model)})")
+    err = _mismatch(want, got.to(want.device), head.weight.dtype not in (torch.float32, torch.float64))
+    if err is not None:
         raise ConfigError(f"{name}: model(input_ids).logits differ from alignlab's output head by {err:.3g}; "
-                          f"alignlab reproduces only {', '.join(HEAD_TRANSFORM_KEYS)} ({hint})")
+                          f"alignlab reproduces only {', '.join(HEAD_TRANSFORM_KEYS)} ({_hint(model)})")
     _CHECKED[base] = True
+
+
+@torch.no_grad()
+def check_input_embeddings(model: nn.Module) -> None:
+    """Verify once per model that the decoder fed `Trunk.embed(ids)` gives what it gives for input_ids.
+
+    IFT (and freeze_input_embeddings) feed embeddings; a family whose decoder scales embeddings only when given
+    input_ids (Falcon-H1's embedding_multiplier) would silently train on other inputs. Raises ConfigError."""
+    base = base_model(model)
+    if _EMBEDS_CHECKED.get(base):
+        return
+    ids = _probe_ids(model, output_head(model))
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.autocast(ids.device.type, enabled=False):
+            want = _decoder_hidden(model, ids, None, None).float()
+            got = _decoder_hidden(model, None, None, _embed(model, ids)).float()
+    finally:
+        base.train(was_training)
+    err = _mismatch(want, got, base.get_input_embeddings().weight.dtype not in (torch.float32, torch.float64))
+    if err is not None:
+        raise ConfigError(f"{type(base).__name__}: its decoder transforms input embeddings only when given token "
+                          f"ids (hidden states differ by {err:.3g}), so IFT and freeze_input_embeddings, which feed "
+                          f"embeddings, cannot run on it exactly ({_hint(model)})")
+    _EMBEDS_CHECKED[base] = True
+
+
+def _embed(model: nn.Module, input_ids: Tensor) -> Tensor:
+    layer = base_model(model).get_input_embeddings()
+    weight = dict(layer.named_parameters(recurse=False)).get("weight")
+    if weight is None:
+        raise ConfigError(f"the input embedding layer {type(layer).__name__} has no weight of its own (is it "
+                          "adapted by LoRA?); leave the embeddings out of lora_target_modules")
+    return torch.func.functional_call(layer, {"weight": weight.detach()}, (input_ids,))
 
 
 class Trunk(nn.Module):
@@ -193,16 +257,10 @@ class Trunk(nn.Module):
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """The model's own input embeddings of input_ids [B, T] -> [B, T, H] (scaled where the family's embedding
-        layer scales, as Gemma-3's does), from a detached view of the table: IFT's frozen embedding copy."""
-        layer = base_model(self.lm).get_input_embeddings()
-        weight = dict(layer.named_parameters(recurse=False)).get("weight")
-        if weight is None:
-            raise ConfigError(f"the input embedding layer {type(layer).__name__} has no weight of its own (is it "
-                              "adapted by LoRA?); leave the embeddings out of lora_target_modules")
-        return torch.func.functional_call(layer, {"weight": weight.detach()}, (input_ids,))
-
-    def input_embedding_weight(self) -> Tensor:
-        return base_model(self.lm).get_input_embeddings().weight
+        layer scales, as Gemma's does), from a detached view of the table: IFT's frozen embedding copy. Checked
+        once per model: the decoder fed these must give what it gives for the ids (check_input_embeddings)."""
+        check_input_embeddings(self.lm)
+        return _embed(self.lm, input_ids)
 
 
 class AdapterDisabledTrunk(Trunk):
@@ -218,7 +276,7 @@ class AdapterDisabledTrunk(Trunk):
             self.lm.train(was_training)
 
 
-def _inner(trunk: nn.Module) -> Trunk:
+def unwrap_trunk(trunk: nn.Module) -> Trunk:
     """The Trunk inside a DDP wrapper (forward goes through the wrapper; weights are read from the inside)."""
     return getattr(trunk, "module", trunk)
 
@@ -238,11 +296,14 @@ def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
         hidden = trunk(attention_mask=attention_mask, inputs_embeds=inputs_embeds)
     else:
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask)
-    kwargs = _inner(trunk).head().ops_kwargs()
+    head = unwrap_trunk(trunk).head()
+    hidden = hidden.to(head.weight.device)  # a device map may put the last layer and the head apart
+    kwargs = head.ops_kwargs()
     if ref is not None:
+        ref_head = ref.head().detach()
         with torch.no_grad():
-            kwargs["ref_hidden"] = ref(input_ids=input_ids, attention_mask=attention_mask)
-        kwargs.update(ref.head().detach().ops_kwargs("ref_"))
+            kwargs["ref_hidden"] = ref(input_ids=input_ids, attention_mask=attention_mask).to(ref_head.weight.device)
+        kwargs.update(ref_head.ops_kwargs("ref_"))
     fn = chunked_sequence_stats if chunked else plain_sequence_stats
     return fn(hidden, labels=labels, chunk_size=chunk_size, kl=kl, reverse_kl=reverse_kl, entropy=entropy,
               return_token_logps=token_logps, **kwargs)
@@ -253,7 +314,7 @@ def greedy_next_tokens(trunk: nn.Module, attention_mask: Tensor, inputs_embeds: 
                        chunk_size: int = 1024) -> Tensor:
     """argmax of the model's next-token logits at every position, without full logits: [B, T, H] -> [B, T]."""
     hidden = trunk(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
-    head = _inner(trunk).head()
+    head = unwrap_trunk(trunk).head()
     return chunked_argmax(hidden, head.weight, bias=head.bias, scale=head.scale, softcap=head.softcap,
                           chunk_size=chunk_size)
 
@@ -264,9 +325,11 @@ __all__ = [
     "OutputHead",
     "Trunk",
     "base_model",
+    "check_input_embeddings",
     "check_output_head",
     "greedy_next_tokens",
     "head_transform",
     "output_head",
     "sequence_stats",
+    "unwrap_trunk",
 ]

@@ -29,14 +29,9 @@ class StepOutput:
     tokens: int = 0
 
 
-def _inner(trunk) -> Trunk:
-    """The Trunk inside a DDP wrapper (forward goes through the wrapper; weights are read from the inside)."""
-    return getattr(trunk, "module", trunk)
-
-
 def _embeds(trunk: Trunk, input_ids: Tensor) -> Tensor:
     # A detached view of the live table is the official IFT "frozen copy, re-synced after every optimizer step".
-    return _inner(trunk).embed(input_ids)
+    return models.unwrap_trunk(trunk).embed(input_ids)
 
 
 def sequence_stats(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, ref: Trunk | None = None,

@@ -14,7 +14,7 @@ from torch import nn
 
 from alignlab.assets import load_model
 from alignlab.errors import ConfigError
-from alignlab.models import AdapterDisabledTrunk, Trunk, base_model, check_output_head
+from alignlab.models import AdapterDisabledTrunk, Trunk, base_model, check_input_embeddings, check_output_head
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -55,6 +55,8 @@ def load_policy(cfg, dtype: torch.dtype) -> nn.Module:
             model.enable_input_require_grads()
     # before accelerate wraps forward in autocast: the head is checked against the model's own fp32 logits
     check_output_head(model)
+    if cfg.resolved_freeze_input_embeddings:
+        check_input_embeddings(model)  # IFT feeds embeddings: they must give what the ids give
     return model
 
 

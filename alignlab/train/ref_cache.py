@@ -22,6 +22,10 @@ import torch
 
 from alignlab.assets import resolve
 
+# Bump when the reference's log-probs change for the same model and examples (2: the output head's transform,
+# e.g. Gemma-2's soft-cap, is applied), so older cache files are not reused.
+REF_CACHE_VERSION = "2"
+
 
 def model_fingerprint(name_or_path: str, *, seed: int = 0) -> str:
     """Resolved location + config.json + (name, size, mtime) of weight files; hub ids hash as their name."""
@@ -86,4 +90,4 @@ def cached_reference_logps(
     return table, False
 
 
-__all__ = ["cached_reference_logps", "examples_fingerprint", "model_fingerprint"]
+__all__ = ["REF_CACHE_VERSION", "cached_reference_logps", "examples_fingerprint", "model_fingerprint"]

@@ -44,7 +44,12 @@ from alignlab.train.config import TrainConfig
 from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_step
 from alignlab.train.metrics import MetricsWriter
 from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
-from alignlab.train.ref_cache import cached_reference_logps, examples_fingerprint, model_fingerprint
+from alignlab.train.ref_cache import (
+    REF_CACHE_VERSION,
+    cached_reference_logps,
+    examples_fingerprint,
+    model_fingerprint,
+)
 
 # Keys that may change between a run and its resumption; any other difference is an error.
 _RESUMABLE_CHANGES = {"max_steps", "epochs", "save_steps", "save_total_limit", "logging_steps", "eval_steps",
@@ -170,8 +175,8 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         ref_name = cfg.ref_model or cfg.model
         scored = self.train_examples + self.eval_examples
-        fingerprint = "-".join([model_fingerprint(ref_name, seed=cfg.seed)[:24], cfg.dtype, cfg.mixed_precision,
-                                examples_fingerprint(scored)[:24]])
+        fingerprint = "-".join([f"v{REF_CACHE_VERSION}", model_fingerprint(ref_name, seed=cfg.seed)[:24], cfg.dtype,
+                                cfg.mixed_precision, examples_fingerprint(scored)[:24]])
         directory = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else cache_dir() / "ref_logps"
         ref = None
 

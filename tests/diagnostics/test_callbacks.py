@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from alignlab.diagnostics.callbacks import FLIP_KEYS, FlipTracker
+from alignlab.diagnostics.callbacks import FLIP_BASELINE, FLIP_KEYS, FlipTracker
 from alignlab.diagnostics.scoring import compute_pair_scores
 from alignlab.errors import ConfigError
 from tests.diagnostics._scoring_helpers import perturbed, sample_examples, tiny_model
@@ -202,3 +202,36 @@ def test_reference_based_metrics_are_unchanged(models, examples):
     assert metrics["flips/ref_ranking_accuracy"] == pytest.approx(
         (trainer.last["ref_chosen_logps"] > trainer.last["ref_rejected_logps"]).double().mean().item()
     )
+
+
+def test_reference_free_baseline_survives_resume(models, examples, tmp_path):
+    """The step-0 scores are saved in the run directory; a resumed run (policy moved) counts against them."""
+    initial, trained = models
+    first = ReferenceFreeTrainer(initial, examples, announce=True)
+    first.run_dir, first.resume = tmp_path, False
+    tracker = FlipTracker(n_pairs=16, seed=1)
+    tracker.on_train_begin(first)
+    start = tracker.on_evaluate(first, 0)
+    assert (tmp_path / FLIP_BASELINE).is_file()
+    resumed = ReferenceFreeTrainer(trained, examples, announce=True)  # the checkpoint's policy differs
+    resumed.run_dir, resumed.resume = tmp_path, True
+    again = FlipTracker(n_pairs=16, seed=1)
+    again.on_train_begin(resumed)
+    assert resumed.calls == []  # the baseline was read, not rescored from the resumed policy
+    later = again.on_evaluate(resumed, 5)
+    assert later["flips/ref_is_initial_policy"] == 1.0
+    assert later["flips/ref_ranking_accuracy"] == start["flips/ranking_accuracy"]
+    other = FlipTracker(n_pairs=8, seed=1)  # another subset cannot use this baseline
+    with pytest.raises(ConfigError, match="another pair subset"):
+        other.on_train_begin(resumed)
+
+
+def test_reference_free_resume_without_a_baseline_says_so(models, examples, tmp_path):
+    _, trained = models
+    resumed = ReferenceFreeTrainer(trained, examples, announce=True)
+    resumed.run_dir, resumed.resume = tmp_path, True
+    tracker = FlipTracker(n_pairs=16, seed=1)
+    tracker.on_train_begin(resumed)
+    metrics = tracker.on_evaluate(resumed, 3)
+    assert tracker.reference == "resumed policy" and metrics["flips/ref_is_resumed_policy"] == 1.0
+    assert "flips/ref_is_initial_policy" not in metrics

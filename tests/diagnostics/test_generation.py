@@ -422,3 +422,17 @@ def test_prompts_start_with_the_tokenizers_bos_and_carry_no_default_eos():
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
     assert tok("a b")["input_ids"] == [0, 2, 3, 1]
     assert _encode_prompts(tok, ["a b"]) == [[0, 2, 3]]
+
+
+def test_a_prompt_that_already_starts_with_bos_gets_no_second_one():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from alignlab.diagnostics.generation import _encode_prompts
+
+    vocab = {"<s>": 0, "</s>": 1, "a": 2, "b": 3}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="a"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
+    assert _encode_prompts(tok, ["<s> a b", "a b"]) == [[0, 2, 3], [0, 2, 3]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,8 +69,8 @@ def test_kl_fields_against_a_different_reference():
     rows = score_examples(model, examples, pad_id=tokenizer.pad_token_id, ref_model=ref, token_ids=True,
                           batch_size=2, chunk_size=8)
     for row in rows:
-        assert set(row) == {"index", "logps", "tokens", "ref_logps", "kl_forward", "kl_reverse", "input_ids",
-                            "labels"}
+        assert set(row) - {"eos_dropped"} == {"index", "logps", "tokens", "ref_logps", "kl_forward", "kl_reverse",
+                                              "input_ids", "labels"}
         own = _own(model, row["input_ids"], row["labels"], ref=ref)
         for key in ("logps", "ref_logps", "kl_forward", "kl_reverse"):
             assert row[key] == pytest.approx(own[key], rel=1e-5, abs=1e-4), key
@@ -121,3 +122,47 @@ def test_bad_data_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("alignlab: ") and "line 2" in err[0] and "chosen" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_data_options_are_trainings(tmp_path, capsys):
+    """Every data option is honoured: a renamed column, drop_example truncation (counted), an EOS-less cut."""
+    data = tmp_path / "renamed.jsonl"
+    rows = [json.loads(line) for line in Path(PAIRS).read_text(encoding="utf-8").splitlines()[:6]]
+    data.write_text("".join(json.dumps({"question": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]})
+                            + "\n" for r in rows))
+    base = ["--model", "alignlab/tiny-llama", "--data", str(data), "--columns", '{"prompt": "question"}']
+    full = _scores_file(tmp_path, *base)
+    capsys.readouterr()
+    short = _scores_file(tmp_path, *base, "--max-length", "50", "--max-prompt-length", "12",
+                         "--response-truncation", "drop_example")
+    err = capsys.readouterr().err
+    assert len(full) == 6 and 0 < len(short) < 6
+    assert f"{6 - len(short)} dropped" in err and f"{6 - len(short)} too long" in err
+    cut = _scores_file(tmp_path, *base, "--max-length", "50", "--max-prompt-length", "12")
+    assert len(cut) == 6 and any(r.get("eos_dropped") for r in cut)
+    assert all(c["chosen_tokens"] <= f["chosen_tokens"] for c, f in zip(cut, full))
+
+
+def test_mixed_precision_scores_under_bf16_autocast(tmp_path):
+    fp32 = _scores_file(tmp_path, "--model", "alignlab/tiny-llama", "--data", PAIRS, "--limit", "4")
+    bf16 = _scores_file(tmp_path, "--model", "alignlab/tiny-llama", "--data", PAIRS, "--limit", "4",
+                        "--mixed-precision", "bf16")
+    diffs = [abs(a["chosen_logps"] - b["chosen_logps"]) for a, b in zip(fp32, bf16)]
+    assert 0 < max(diffs) < 0.05 * max(abs(a["chosen_logps"]) for a in fp32)  # bf16 matmuls: close, not equal
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--chunk-size", "0"), ("--limit", "0"),
+                                             ("--mixed-precision", "fp16"), ("--columns", "{bad")])
+def test_bad_options_are_one_line_naming_the_flag(flag, value, tmp_path, capsys):
+    code = main(["score", "--model", "alignlab/tiny-llama", "--data", PAIRS, "--out", str(tmp_path / "o"), flag,
+                 value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("alignlab: ")
+    assert flag.lstrip("-").split("-")[0] in err[0].lower().replace("-", " ").replace("_", " ")
+
+
+def test_every_record_dropped_is_one_line_saying_why(tmp_path, capsys):
+    code = main(["score", "--model", "alignlab/tiny-llama", "--data", PAIRS, "--limit", "3", "--max-length", "8",
+                 "--max-prompt-length", "4", "--response-truncation", "drop_example", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "pairs.jsonl" in err[0] and "3 as too long" in err[0], err

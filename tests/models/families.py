@@ -4,6 +4,8 @@ Each family's head weights are scaled up so logits spread over tens of nats: a w
 in near-uniform logits. Vocabulary = the built-in tiny tokenizer's (4096), so the bundled data encodes for all.
 """
 
+# ruff: noqa: C408 - dict(base, key=value) reads best for config variants
+
 from __future__ import annotations
 
 import torch
@@ -39,7 +41,14 @@ FAMILIES: dict[str, tuple[str, dict]] = {
     "cohere": ("CohereConfig", dict(_COMMON, logit_scale=0.25)),
     "granite": ("GraniteConfig", dict(_COMMON, logits_scaling=4.0, embedding_multiplier=2.0,
                                       residual_multiplier=0.5, attention_multiplier=0.25)),
+    # multiplies by logits_scaling where Granite divides (a family-scoped key)
+    "hyperclovax": ("HyperCLOVAXConfig", dict(_COMMON, logits_scaling=0.25)),
+    # a hybrid attention + Mamba-2 model whose decoder scales embeddings only when given token ids
+    "falcon_h1": ("FalconH1Config", dict(_COMMON, embedding_multiplier=3.0, lm_head_multiplier=0.3, mamba_d_ssm=64,
+                                         mamba_n_heads=4, mamba_d_head=16, mamba_d_state=16, mamba_chunk_size=16)),
 }
+# families whose decoder cannot be fed embeddings exactly (IFT and freeze_input_embeddings are refused)
+NO_EMBEDDING_INPUTS = {"falcon_h1": "embedding_multiplier"}
 HEAD_SCALE = 8.0
 
 

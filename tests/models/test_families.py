@@ -20,7 +20,7 @@ from alignlab.models import Trunk, check_output_head, greedy_next_tokens, output
 from alignlab.models import causal_lm as causal_lm_module
 from alignlab.train import load_config
 from alignlab.train.trainer import Trainer
-from tests.models.families import FAMILIES, tiny_model
+from tests.models.families import FAMILIES, NO_EMBEDDING_INPUTS, tiny_model
 
 N_PAIRS = 4
 
@@ -60,25 +60,33 @@ def test_training_and_scoring_paths_equal_the_models_own_logits(family, batch):
     args = (collated["input_ids"], collated["attention_mask"], collated["labels"])
     for chunked in (True, False):
         stats = sequence_stats(Trunk(policy), *args, ref=Trunk(ref), chunked=chunked, chunk_size=16, kl=True)
-        torch.testing.assert_close(stats.logps.double(), want_lp, rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(stats.ref_logps.double(), want_ref, rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(stats.kl.double(), want_kl, rtol=1e-5, atol=1e-4)  # TDPO's per-token KL, summed
+        torch.testing.assert_close(stats.logps.double(), want_lp, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(stats.ref_logps.double(), want_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(stats.kl.double(), want_kl, rtol=1e-5, atol=1e-5)  # TDPO's per-token KL, summed
     scores = compute_pair_scores(policy, examples, batch_size=3, chunk_size=16)
     b = len(examples)
-    torch.testing.assert_close(scores.chosen_logps, want_lp[:b], rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(scores.rejected_logps, want_lp[b:], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(scores.chosen_logps, want_lp[:b], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scores.rejected_logps, want_lp[b:], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_input_embeddings_are_the_models_own(family, batch):
-    """IFT feeds embeddings from a detached view of the table: exactly what the model's input layer gives
-    (Gemma-3 scales inside its embedding layer; a bare table lookup would not)."""
+def test_input_embeddings_give_what_the_ids_give(family, batch):
+    """IFT feeds the decoder embeddings from a detached view of the table: the final hidden states must be those
+    of the ids (Gemma scales inside its embedding layer; Falcon-H1 scales only when given ids: refused)."""
     model = tiny_model(family)
-    ids = batch[1]["input_ids"]
-    torch.testing.assert_close(Trunk(model).embed(ids), model.get_input_embeddings()(ids), rtol=0, atol=0)
+    ids, mask = batch[1]["input_ids"], batch[1]["attention_mask"]
+    trunk = Trunk(model)
+    if family in NO_EMBEDDING_INPUTS:
+        with pytest.raises(ConfigError, match=NO_EMBEDDING_INPUTS[family]):
+            trunk.embed(ids)
+        return
+    with torch.no_grad():
+        from_ids = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        from_embeds = trunk(inputs_embeds=trunk.embed(ids), attention_mask=mask)
+    torch.testing.assert_close(from_embeds, from_ids, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - set(NO_EMBEDDING_INPUTS)))
 def test_ift_greedy_pass_is_the_models_argmax(family, batch):
     model = tiny_model(family)
     ids, mask = batch[1]["input_ids"], batch[1]["attention_mask"]
@@ -119,14 +127,49 @@ def _trainer(model_path, tmp_path, method, **extra):
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_one_dpo_and_one_tdpo2_step(family, saved, tmp_path):
+    """The trainer's step on each family: its logged log-probs are the model's own, the loss is log 2 (the
+    reference is the initial policy), and the step moves the weights."""
+    model = tiny_model(family)
     for method in ("dpo", "tdpo2"):
         trainer = _trainer(saved[family], tmp_path, method)
+        step = [trainer.train_examples[i] for positions in trainer.step_positions(0) for i in positions]
+        want, _, _ = _own_stats(model, model, collate_preference(step, trainer.pad_id))
         before = [p.detach().clone() for p in trainer.params]
         metrics = trainer.train_step(0)
-        # the reference is the initial policy: every margin and KL is zero, the loss is log 2 exactly
+        assert metrics["logps/chosen"] == pytest.approx(float(want[:len(step)].mean()), rel=1e-5)
+        assert metrics["logps/rejected"] == pytest.approx(float(want[len(step):].mean()), rel=1e-5)
         assert metrics["loss"] == pytest.approx(math.log(2), abs=1e-5)
         assert math.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
         assert any(not torch.equal(a, p) for a, p in zip(before, trainer.params))
+
+
+@pytest.mark.parametrize("family", ["gemma2", "cohere", "granite", "hyperclovax", "falcon_h1"])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_gradients_through_a_transformed_head_equal_autograd_through_the_models_logits(family, chunked, batch):
+    """The closed-form backward (softcap and scale derivatives) against autograd through model(...).logits:
+    a TDPO-like objective of log-probs and forward KL, gradients of every parameter."""
+    _, collated = batch
+    ids, mask, labels = collated["input_ids"], collated["attention_mask"], collated["labels"]
+    policy, ref = tiny_model(family, seed=0), tiny_model(family, seed=1)
+    coefs = torch.linspace(-1.0, 1.0, ids.shape[0])
+
+    def objective(logps, kl):
+        return (coefs * logps).sum() + (coefs.flip(0) * kl).sum()
+
+    stats = sequence_stats(Trunk(policy), ids, mask, labels, ref=Trunk(ref), chunked=chunked, chunk_size=16, kl=True)
+    ours = torch.autograd.grad(objective(stats.logps, stats.kl), list(policy.parameters()), allow_unused=True)
+    logp = torch.log_softmax(policy(input_ids=ids, attention_mask=mask).logits.float(), -1)[:, :-1]
+    with torch.no_grad():
+        logq = torch.log_softmax(ref(input_ids=ids, attention_mask=mask).logits.float(), -1)[:, :-1]
+    scored = labels[:, 1:] != -100
+    lp = (logp.gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1) * scored).sum(-1)
+    kl = ((logq.exp() * (logq - logp)).sum(-1) * scored).sum(-1)
+    want = torch.autograd.grad(objective(lp, kl), list(policy.parameters()), allow_unused=True)
+    for (name, _), a, w in zip(policy.named_parameters(), ours, want):
+        if w is None:
+            assert a is None or not a.any(), name
+            continue
+        torch.testing.assert_close(a, w, rtol=1e-4, atol=1e-5 * float(w.abs().max()) + 1e-7, msg=name)
 
 
 @pytest.mark.parametrize("family", ["gemma2", "cohere"])
@@ -186,5 +229,5 @@ def test_precomputed_reference_is_exact_on_a_transformed_head(family, saved, tmp
     model = tiny_model(family)
     want, _, _ = _own_stats(model, model, collated)
     b = len(trainer.train_examples)
-    torch.testing.assert_close(trainer.ref_table[:, 0], want[:b], rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(trainer.ref_table[:, 1], want[b:], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(trainer.ref_table[:, 0], want[:b], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(trainer.ref_table[:, 1], want[b:], rtol=1e-5, atol=1e-5)
