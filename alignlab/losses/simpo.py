@@ -25,7 +25,8 @@ def simpo_loss(
     """Per-pair SimPO loss; all inputs [B], outputs three [B] tensors."""
     chosen_mean = policy_chosen_logps / chosen_lengths.clamp(min=1)
     rejected_mean = policy_rejected_logps / rejected_lengths.clamp(min=1)
-    losses = F.softplus(gamma - beta * (chosen_mean - rejected_mean))
+    # -log sigma exactly: F.softplus turns linear past 20, off by up to 2e-9 there
+    losses = -F.logsigmoid(beta * (chosen_mean - rejected_mean) - gamma)
     return losses, beta * chosen_mean.detach(), beta * rejected_mean.detach()
 
 

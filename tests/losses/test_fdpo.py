@@ -2,6 +2,7 @@
 
 import math
 
+import mpmath as mp
 import pytest
 import torch
 from hypothesis import given, settings
@@ -63,10 +64,73 @@ def test_alpha_limits():
     torch.testing.assert_close(near_fkl, fdpo_loss(pc, pr, rc, rr, divergence="forward_kl")[0], rtol=1e-3, atol=1e-3)
 
 
-def test_forward_kl_finite_for_huge_log_ratios():
+def test_huge_log_ratios_overflow_only_where_the_true_value_does():
+    """Pinned finite capped values before; the true loss 0.1 (e^500 - e^-500) and reward -0.1 e^500 exceed float32
+    (+-inf is right there), the rest is exact, and nothing is NaN."""
     x = torch.tensor([-500.0, 300.0])
     losses, cr, rr = fdpo_loss(x, -x, torch.zeros(2), torch.zeros(2), divergence="forward_kl")
-    assert torch.isfinite(losses).all() and torch.isfinite(cr).all() and torch.isfinite(rr).all()
+    assert losses.tolist() == [math.inf, 0.0]
+    assert cr[0] == -math.inf and rr[1] == -math.inf and abs(float(cr[1])) < 1e-30 and abs(float(rr[0])) < 1e-30
+
+
+def _mp_reference(r_w, r_l, beta, divergence, alpha):
+    """Loss and dL/dr_w, dL/dr_l from the paper's f' at 60 digits (mpmath: no overflow), rounded to float64."""
+    mp.mp.dps = 60
+    r_w, r_l, beta = mp.mpf(r_w), mp.mpf(r_l), mp.mpf(beta)
+    a = {"forward_kl": mp.mpf(1), "alpha": mp.mpf(alpha)}.get(divergence)
+    if divergence == "reverse_kl":
+        bracket, d_w, d_l = r_w - r_l, mp.mpf(1), mp.mpf(-1)
+    elif divergence == "js":  # f'(u) = log(2u / (1 + u))
+        f = lambda r: mp.log(2 * mp.exp(r) / (1 + mp.exp(r)))
+        bracket, d_w, d_l = f(r_w) - f(r_l), 1 / (1 + mp.exp(r_w)), -1 / (1 + mp.exp(r_l))
+    else:  # f'(u) = (1 - u^-a) / a, a = 1: forward KL
+        f = lambda r: (1 - mp.exp(-a * r)) / a
+        bracket, d_w, d_l = f(r_w) - f(r_l), mp.exp(-a * r_w), -mp.exp(-a * r_l)
+    x = beta * bracket
+    dloss_dx = -1 / (1 + mp.exp(x))
+    return float(mp.log(1 + mp.exp(-x))), float(dloss_dx * beta * d_w), float(dloss_dx * beta * d_l)
+
+
+# +-200 nats (and the pairs just past TRL's / the old cap of 88.72 nats, where the true values still fit float32)
+_EXTREME = [-200.0, -199.0, 0.0, 199.0, 200.0]
+_GRID = [(w, l) for w in _EXTREME for l in _EXTREME] + [(-180.0, -179.0), (-179.0, -180.0), (-89.0, -88.5),
+                                                        (-88.5, -89.0), (-100.0, -100.0)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("divergence,alpha", [("forward_kl", 0.5), ("alpha", 0.5), ("alpha", 0.1), ("js", 0.5),
+                                              ("reverse_kl", 0.5)])
+def test_extreme_log_ratios_exact_where_representable(dtype, divergence, alpha):
+    """Loss and gradients equal the exact value wherever it is representable (the loss is computed in float32 or
+    wider, the gradient lands in the input dtype), +-inf with the right sign where it is not, never NaN."""
+    r_w = torch.tensor([w for w, _ in _GRID], dtype=dtype, requires_grad=True)
+    r_l = torch.tensor([l for _, l in _GRID], dtype=dtype, requires_grad=True)
+    zero = torch.zeros(len(_GRID), dtype=dtype)
+    losses, _, _ = fdpo_loss(r_w, r_l, zero, zero, beta=0.1, divergence=divergence, alpha=alpha)
+    g_w, g_l = torch.autograd.grad(losses.sum(), (r_w, r_l))
+    losses = losses.detach()
+    rtol = 1e-4 if dtype == torch.float32 else 1e-2  # float32: exp(a r) at a r ~ 100 carries ~100 ulp
+    for i, (w, l) in enumerate(_GRID):
+        want = _mp_reference(w, l, 0.1, divergence, alpha)
+        for got, exact, fmax in zip((losses[i], g_w[i], g_l[i]), want,
+                                    (torch.finfo(losses.dtype).max, torch.finfo(dtype).max, torch.finfo(dtype).max)):
+            got = float(got)
+            assert not math.isnan(got), (w, l)
+            if abs(exact) < fmax / 2:
+                assert got == pytest.approx(exact, rel=rtol, abs=1e-30), (w, l, got, exact)
+            elif abs(exact) > 2 * fmax:
+                assert got == math.copysign(math.inf, exact), (w, l, got, exact)
+        assert float(g_w[i]) <= 0.0 <= float(g_l[i])  # raising the chosen log-ratio never raises the loss
+
+
+def test_alpha_beyond_the_old_cap_has_the_dpo_sign_of_gradient():
+    """r_w = r_l = -100 at alpha 0.5: loss log 2 and dL/dr_w = -beta e^50 / 2 (the capped code gave NaN at -200
+    and a flat loss here)."""
+    r = torch.tensor([-100.0], requires_grad=True)
+    losses, _, _ = fdpo_loss(r, torch.tensor([-100.0]), torch.zeros(1), torch.zeros(1), divergence="alpha", alpha=0.5)
+    (g,) = torch.autograd.grad(losses.sum(), r)
+    assert float(losses.detach()) == pytest.approx(math.log(2))
+    assert float(g) == pytest.approx(-0.05 * math.exp(50.0), rel=1e-5)
 
 
 def test_bad_divergence_and_alpha():
