@@ -1,4 +1,4 @@
-"""DPO / cDPO / IPO against hand-computed values, the paper formulas and gradient facts (losses.md §2-4)."""
+"""DPO / cDPO / IPO against hand-computed values, the paper formulas and gradient facts (arXiv 2305.18290, 2310.12036)."""
 
 import math
 
@@ -88,7 +88,7 @@ def test_reference_scaled_limits():
     torch.testing.assert_close(reference_scaled_dpo_loss(pc, pr, rc, rr, gamma=0.0)[0], dpo_loss(pc, pr, z, z)[0])
 
 
-@pytest.mark.parametrize("kwargs,match", [({"loss_type": "hinge"}, "loss_type"), ({"label_smoothing": 0.5}, "label_smoothing"),
+@pytest.mark.parametrize("kwargs,match", [({"loss_type": "hinge_typo"}, "loss_type"), ({"label_smoothing": 0.5}, "label_smoothing"),
                                           ({"loss_type": "ipo", "label_smoothing": 0.1}, "ipo"), ({"beta": 0.0}, "beta")])
 def test_bad_options_rejected(kwargs, match):
     x = torch.zeros(1)
