@@ -3,7 +3,7 @@
 Both methods train alignlab/tiny-llama on the bundled SFT samples with micro_batch_size 8, max_length 128,
 AdamW and a constant schedule, through `Trainer.train_step` (collation, forward, backward, clipping, optimizer).
 IFT adds the no-grad greedy pass from the gold prefix (chunked argmax over the vocabulary), the mixing of
-input embeddings and the discounted loss weights (shared/reference ift.md). Step k of both methods sees the
+input embeddings and the discounted loss weights (arXiv 2405.11870, as its official code does). Step k of both methods sees the
 same batch (the data order is a pure function of seed and step). The steps are interleaved in blocks, SFT and
 IFT alternating which goes first, after a warm-up; the table gives medians and the median of the per-step ratios.
 

@@ -7,8 +7,7 @@ template renders (a template that starts with ``{{ bos_token }}``, as Llama-3's 
 string, which encodes to the BOS id), and ``alignlab.data.tokenization`` then starts each sequence as the
 tokenizer would, adding a BOS only where the rendering does not already start with it.
 
-Segments come from incremental rendering (data.md §4, "incremental rendering, checked for the prefix
-property"): with r_k = render(messages[:k]) and g_k = render(messages[:k], add_generation_prompt=True),
+Segments come from incremental rendering, checked for the prefix property: with r_k = render(messages[:k]) and g_k = render(messages[:k], add_generation_prompt=True),
 message k contributes r_{k+1}[len(r_k):]; for a trained assistant message that text is split into the header
 g_k[len(r_k):] (untrained) and the rest, the content and the end-of-turn marker (trained). Every r_k must be a
 prefix of g_k and r_{k+1}; a template that re-renders earlier turns differently (for example one that strips

@@ -1,4 +1,4 @@
-"""Collation: right-padded training batches (data.md §6-7, token_ops.md §1).
+"""Collation: right-padded training batches (labels in the Hugging Face convention: -100 is never scored).
 
 Padding: ids with ``pad_token_id``, attention_mask with 0, labels with -100. Labels come from the unpadded
 examples, so padding never changes which tokens are scored, and a genuine EOS keeps its label when pad == EOS.

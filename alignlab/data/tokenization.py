@@ -1,7 +1,7 @@
 """Tokenization: validated items -> token ids and labels, with the prompt/response boundary exact by
 construction.
 
-The rule (the convention of the DPO and TDPO reference code, data.md §4 "separate tokenization"):
+The rule (the convention of the DPO and TDPO reference code, "separate tokenization"):
 
 1. Render each example once into text segments with a trained flag: the prompt (for chat data, the rendered
    prompt messages plus the assistant generation header) is untrained; a response is trained. In multi-turn
@@ -30,7 +30,7 @@ exact and identical for training, reference log-probs and ranking, and it counts
 any boundary would merge in ``DataReport.n_boundary_merges``. Generation from the prompt ids reproduces the
 training tokenization; text that is re-tokenized jointly may not, and the count says how often.
 
-Truncation (data.md §5, the DPO reference rule), with L = len(prompt) + max(len(chosen), len(rejected))
+Truncation (the DPO reference code's rule, eric-mitchell/direct-preference-optimization), with L = len(prompt) + max(len(chosen), len(rejected))
 counted in tokens including the prefix (BOS) and EOS:
 - if L > max_length, cut the prompt to max_prompt_length tokens, the prefix included and always kept: keep
   the prefix and the end of the rest (``keep_end``, the default: the latest turns and the generation header

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -33,7 +34,7 @@ from alignlab.diagnostics.ranking import alignment_gap, flip_threshold, ranking_
 from alignlab.diagnostics.scoring import PairScores, score_model
 from alignlab.errors import AlignlabError, ConfigError
 from alignlab.losses import dpo_loss
-from alignlab.train.config import DEFAULT_BETA, load_config
+from alignlab.train.config import load_config, run_config_values
 
 USAGE = (
     "alignlab diagnose --model PATH [--ref PATH] --data PATH_OR_NAME [--split S] [--beta 0.1] [--out DIR] "
@@ -496,11 +497,15 @@ def _run_mode(args: argparse.Namespace, console: Console) -> None:
         raise AlignlabError(
             f"run directory '{run}' has no config.yaml (the trainer writes the resolved config there)"
         )
-    config = load_config(config_path)
-    if args.beta is not None:
-        beta = args.beta
-    else:
-        beta = config.resolved_beta if config.method in DEFAULT_BETA else 0.1
+    try:
+        saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise AlignlabError(f"{config_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(saved, dict):
+        raise AlignlabError(f"{config_path}: not a mapping of config keys")
+    config = load_config(base=run_config_values(saved))
+    # reference-free methods have no beta of their own: the flip threshold uses DPO's 0.1
+    beta = args.beta if args.beta is not None else getattr(config.params, "beta", 0.1)
     checkpoints = _run_checkpoints(run)
     ref_name = config.ref_model or config.model
     ref_seed = config.seed if is_builtin(ref_name) else 0

@@ -1,5 +1,5 @@
 """Diversity of a set of completions: distinct-n, n-gram entropy and mean predictive token entropy
-(shared/reference testbeds.md §2.3: alignlab logs distinct-1/2, unigram/bigram entropy and the predictive
+(as the TDPO paper, arXiv 2404.11999, Sec. 5: alignlab logs distinct-1/2, unigram/bigram entropy and the predictive
 entropy, so results survive either reading of "entropy" in the TDPO/f-DPO tables).
 
 Tokens. A text item (str) is split on whitespace (`str.split()`: runs of whitespace, no lower-casing,

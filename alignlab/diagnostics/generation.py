@@ -1,5 +1,5 @@
 """Sampling completions from a policy, scored by a separate teacher-forced pass (TDPO controlled-sentiment
-protocol, Zeng et al. 2024, arXiv 2404.11999, Sec. 5; shared/reference testbeds.md §2.1).
+protocol, Zeng et al. 2024, arXiv 2404.11999, Sec. 5).
 
 Sampling. Prompts are used verbatim (no chat template), tokenized as training sequences start (with the BOS
 the tokenizer adds by default, without a default EOS suffix), and left-padded per batch; Hugging Face `generate` runs with the KV cache and derives position ids from the

@@ -7,7 +7,7 @@ ahead of it, over absolute positions (masked gaps between assistant turns count 
 gamma == 0 is special-cased to the per-sequence mean NLL, as in the official code (gamma -> 0+ gives
 sum l^2 / sum l instead: a deliberate discontinuity). The gradient flows through the weights unless
 `detach_weights` (the official code does not detach). The paper's Eq. 21 read literally weights later tokens
-more; alignlab follows the code (shared/reference ift.md §4). The temporal-residual input mix lives in the trainer.
+more; alignlab follows the code (its official implementation, TsinghuaC3I/Intuitive-Fine-Tuning). The temporal-residual input mix lives in the trainer.
 """
 
 from __future__ import annotations

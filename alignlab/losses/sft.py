@@ -1,4 +1,4 @@
-"""Supervised fine-tuning NLL with an explicit normalisation (the papers differ; shared/reference losses.md §1).
+"""Supervised fine-tuning NLL with an explicit normalisation (the papers' reference codes differ).
 
   sum        per-sequence loss -S_b           (DPO / TDPO reference code)
   seq_mean   per-sequence loss -S_b / n_b     (IFT reference code; IFT with lambda = gamma = 0)

@@ -2,7 +2,7 @@
 
 The paper aligns a two-layer MLP policy on a deterministic Frozen Lake grid with SFT, DPO, ORPO and IFT and
 measures the MSE between the trained and the optimal state-action table pi(a|s). No code was released; this module
-is alignlab's reconstruction (shared reference: testbeds.md §1) extended with SimPO, TDPO1 and TDPO2.
+is alignlab's reconstruction (README, Testbed: Frozen Lake) extended with SimPO, TDPO1 and TDPO2.
 
 Environment (gymnasium FrozenLake conventions, gymnasium not needed): a map is a list of equal-length row strings
 over 'S' (start), 'F' (frozen), 'H' (hole), 'G' (goal); state s = row * ncol + col; actions 0 LEFT, 1 DOWN,
@@ -17,14 +17,14 @@ lowest action id among the optimal ones is taken.
 
 Policy: one-hot(nS) -> Linear(nS, H) -> ReLU -> Linear(H, 4) -> softmax, with nn.Linear's default init drawn from a
 per-seed generator. Every method in a seed starts from the same network pi_0 and uses the same optimizer (Adam,
-shared lr and step count); pi_0 is also the reference of DPO/TDPO1/TDPO2 (testbeds.md: pi_ref = pi_0). All
+shared lr and step count); pi_0 is also the reference of DPO/TDPO1/TDPO2 (pi_ref = pi_0). All
 methods x seeds of a scenario train together as one stacked ensemble (independent parameters, elementwise Adam), so
 the batching changes nothing but speed. A trajectory is a sequence of (s_t, a_t) and its log-prob terms are
 log pi(a_t | s_t); the losses are alignlab.losses' functions applied to those per-sequence statistics:
   SFT    sft_loss(seq_mean) on the target trajectories
   IFT    ift_loss on log pi(a_t | x~_t), x~_t = (1 - lam) onehot(s_t) + lam onehot(s^_t), where s^_0 = s_0 and
          s^_t = step(s_{t-1}, argmax_a pi(a | onehot(s_{t-1}))) (no gradient): the teacher-forced one-step-ahead
-         guess of ift.md §1 moved from token embeddings to the state input (ift_state_inputs)
+         guess of IFT (arXiv 2405.11870, Sec. 4) moved from token embeddings to the state input (ift_state_inputs)
   DPO    dpo_loss(sum log-probs, reference sums)          TDPO1/2  tdpo_loss with the exact forward
   SimPO  simpo_loss(sum log-probs, lengths)                        KL(pi_ref || pi_theta) over the 4 actions,
   ORPO   orpo_loss(sum log-probs, lengths)                         summed over the trajectory's states
@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alignlab.errors import AlignlabError, ConfigError
-from alignlab.losses import dpo_loss, ift_loss, orpo_loss, sft_loss, simpo_loss, tdpo_loss
+from alignlab.losses.registry import PairStats, Params, SequenceStats, get_method
 
 ACTIONS = ("LEFT", "DOWN", "RIGHT", "UP")
 _MOVES = ((0, -1), (1, 0), (0, 1), (-1, 0))  # (d_row, d_col) per gymnasium action id
@@ -83,7 +83,6 @@ METHODS = ("sft", "ift", "dpo", "orpo", "simpo", "tdpo1", "tdpo2")
 DESIGNS = ("routes", "branching")
 BRANCH_RULES = ("worst", "nearest")
 SCENARIOS = ("routes", "branching", "routes_large", "branching_large")
-_PAIR_METHODS = ("dpo", "orpo", "simpo", "tdpo1", "tdpo2")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -265,7 +264,7 @@ def branching_pairs(lake: FrozenLake, route: Trajectory, q: np.ndarray, pi_star:
     """One (chosen, rejected) pair per route state s that has a sub-optimal action: chosen = the route's suffix
     from s; rejected = one sub-optimal action a at s, then optimal play from there (nothing more if a ends the
     episode or no goal is reachable). Among the sub-optimal actions that avoid holes and keep a goal reachable
-    (else among all sub-optimal ones), `rule` 'worst' (default, testbeds.md's rule) takes the lowest Q* and
+    (else among all sub-optimal ones), `rule` 'worst' (default) takes the lowest Q* and
     'nearest' the highest (the nearest miss); ties go to the lowest action id."""
     if rule not in BRANCH_RULES:
         raise ConfigError(f"frozenlake option branch_rule = {rule!r} must be one of {', '.join(BRANCH_RULES)}")
@@ -379,7 +378,7 @@ def ift_state_inputs(states: Tensor, greedy_actions: Tensor, transitions: Tensor
 
     states [B, T] int64; greedy_actions [R, nS] int64 (argmax_a pi(a | s) of each of R policies, no gradient);
     transitions [nS, 4] int64. s^_0 = s_0 and s^_t = transitions[s_{t-1}, greedy[s_{t-1}]]: the guess at t is made
-    from the true previous state (teacher-forced, one step ahead), like the shifted token guess of ift.md §1.
+    from the true previous state (teacher-forced, one step ahead), like IFT's shifted token guess (arXiv 2405.11870, Sec. 4).
     Returns [R, B, T, nS] float32. Positions past a trajectory's end hold mixed garbage the loss mask drops.
     """
     prev = states[:, :-1]  # [B, T-1]
@@ -443,47 +442,58 @@ def _seq_sum(per_state: Tensor, batch: SequenceBatch) -> Tensor:
     return (per_state[:, batch.states] * batch.mask).sum(-1)
 
 
+# The testbed's options for each method's registry hyper-parameters (testbed option names predate the registry).
+_PARAM_OPTIONS: dict[str, dict[str, str]] = {
+    "sft": {"sft_normalization": "sft_normalization"},
+    "ift": {"ift_lambda": "ift_lambda", "ift_gamma": "ift_gamma"},
+    "dpo": {"beta": "dpo_beta"},
+    "tdpo1": {"beta": "tdpo_beta"},
+    "tdpo2": {"beta": "tdpo_beta", "tdpo_alpha": "tdpo_alpha"},
+    "simpo": {"beta": "simpo_beta", "simpo_gamma": "simpo_gamma"},
+    "orpo": {"orpo_lambda": "orpo_lam"},
+}
+
+
+def method_params(method: str, cfg: FrozenLakeConfig) -> Params:
+    """The registry hyper-parameters of `method` with this testbed's values."""
+    return get_method(method).make_params({key: getattr(cfg, option)
+                                           for key, option in _PARAM_OPTIONS[method].items()})
+
+
 def _method_losses(method: str, model: PolicyEnsemble, members: slice, logp: Tensor, st: dict[str, Tensor],
                    data: dict[str, SequenceBatch], transitions: Tensor, cfg: FrozenLakeConfig) -> Tensor:
-    """Per-member loss [S] (mean over the member's sequences or pairs) of `method` for the members in `members`.
+    """Per-member loss [S] (mean over the member's sequences or pairs) of `method` for the members in `members`,
+    through the method's registry record (the same loss as the trainer's).
 
     logp [S, nS, 4] is the members' log-prob table; `st` holds this step's statistics of all members, sliced here:
     'targets', 'chosen', 'rejected' (sums of log pi over each trajectory, [R, B]), 'kl_chosen', 'kl_rejected'
     (sums of KL(pi_ref || pi_theta) over its states, [R, B]) and the constant 'ref_chosen', 'ref_rejected' [S, B].
     """
+    record, params = get_method(method), method_params(method, cfg)
     n = logp.shape[0]
-    if method == "sft":
-        tgt = data["targets"]
-        losses = sft_loss(st["targets"][members].reshape(-1), tgt.lengths.repeat(n),
-                          normalization=cfg.sft_normalization)
-        return losses.view(n, -1).mean(-1)
-    if method == "ift":
+    if not record.paired:
         tgt = data["targets"]
         b, t = tgt.states.shape
-        with torch.no_grad():
-            greedy = logp.argmax(-1)  # [S, nS]; argmax of logits = argmax of log-probs
-        x = ift_state_inputs(tgt.states, greedy, transitions, cfg.ift_lambda, logp.shape[1])
-        logits = model(x.reshape(n, b * t, -1), members).view(n, b, t, 4)
-        tok = torch.log_softmax(logits, -1).gather(-1, tgt.actions.expand(n, -1, -1).unsqueeze(-1)).squeeze(-1)
-        losses = ift_loss((tok * tgt.mask).reshape(n * b, t), tgt.mask.repeat(n, 1), gamma=cfg.ift_gamma)
-        return losses.view(n, b).mean(-1)
-    lp_c, lp_r = st["chosen"][members].reshape(-1), st["rejected"][members].reshape(-1)
-    ref_c, ref_r = st["ref_chosen"].reshape(-1), st["ref_rejected"].reshape(-1)
-    len_c = data["chosen"].lengths.repeat(n)
-    len_r = data["rejected"].lengths.repeat(n)
-    if method == "dpo":
-        losses = dpo_loss(lp_c, lp_r, ref_c, ref_r, beta=cfg.dpo_beta)[0]
-    elif method in ("tdpo1", "tdpo2"):
-        losses = tdpo_loss(lp_c - ref_c, lp_r - ref_r, st["kl_chosen"][members].reshape(-1),
-                           st["kl_rejected"][members].reshape(-1), beta=cfg.tdpo_beta, alpha=cfg.tdpo_alpha,
-                           variant=method)[0]
-    elif method == "simpo":
-        losses = simpo_loss(lp_c, lp_r, len_c, len_r, beta=cfg.simpo_beta, gamma=cfg.simpo_gamma)[0]
-    elif method == "orpo":
-        losses = orpo_loss(lp_c, lp_r, len_c, len_r, lam=cfg.orpo_lam)[0]
-    else:
-        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    return losses.view(n, -1).mean(-1)
+        if record.mixes_inputs:  # IFT: the temporal residual on the state inputs
+            with torch.no_grad():
+                greedy = logp.argmax(-1)  # [S, nS]; argmax of logits = argmax of log-probs
+            x = ift_state_inputs(tgt.states, greedy, transitions, params.ift_lambda, logp.shape[1])
+            logits = model(x.reshape(n, b * t, -1), members).view(n, b, t, 4)
+            tok = torch.log_softmax(logits, -1).gather(-1, tgt.actions.expand(n, -1, -1).unsqueeze(-1)).squeeze(-1)
+            tok = (tok * tgt.mask).reshape(n * b, t)
+            stats = SequenceStats(tok.sum(-1), tgt.lengths.repeat(n), tok, tgt.mask.repeat(n, 1))
+        else:
+            stats = SequenceStats(st["targets"][members].reshape(-1), tgt.lengths.repeat(n))
+        losses = record.loss(stats, params).losses.view(n, b)
+        if record.token_normalised(params):  # summed NLL over the member's response tokens
+            return losses.sum(-1) / tgt.lengths.sum().clamp(min=1)
+        return losses.mean(-1)
+    kl = ((st["kl_chosen"][members].reshape(-1), st["kl_rejected"][members].reshape(-1))
+          if record.needs_token_kl else (None, None))
+    stats = PairStats(st["chosen"][members].reshape(-1), st["rejected"][members].reshape(-1),
+                      data["chosen"].lengths.repeat(n), data["rejected"].lengths.repeat(n),
+                      st["ref_chosen"].reshape(-1), st["ref_rejected"].reshape(-1), *kl)
+    return record.loss(stats, params).losses.view(n, -1).mean(-1)
 
 
 def train_methods(lake: FrozenLake, data: PreferenceData, methods: Sequence[str], seeds: Sequence[int],
@@ -505,7 +515,7 @@ def train_methods(lake: FrozenLake, data: PreferenceData, methods: Sequence[str]
                "rejected": SequenceBatch.from_trajectories(data.rejected)}
     const = {"ref_chosen": _token_logps(ref_logp, batches["chosen"]).sum(-1),
              "ref_rejected": _token_logps(ref_logp, batches["rejected"]).sum(-1)}
-    need_kl = any(m.startswith("tdpo") for m in methods)
+    need_kl = any(get_method(m).needs_token_kl for m in methods)
     transitions = torch.from_numpy(lake.transitions)
     curves = torch.zeros(cfg.steps, n_m, n_s)
     for step in range(cfg.steps):

@@ -17,15 +17,12 @@ from typing import Any
 import yaml
 
 from alignlab.errors import ConfigError
+from alignlab.losses.registry import METHODS as METHOD_RECORDS
+from alignlab.losses.registry import Method, Params, get_method, methods_with_key, param_defaults
 
-PAIR_METHODS = ("dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "orpo")
-SEQUENCE_METHODS = ("sft", "ift")
-METHODS = SEQUENCE_METHODS + PAIR_METHODS
-REFERENCE_METHODS = ("dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2")
-DPO_FAMILY = ("dpo", "ipo", "cdpo", "fdpo")
-
-# The papers' defaults (shared/reference losses.md): beta per method.
-DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "cdpo": 0.1, "fdpo": 0.1, "tdpo1": 0.1, "tdpo2": 0.1, "simpo": 2.0}
+METHODS = tuple(METHOD_RECORDS)
+# every recipe key that is some method's hyper-parameter (the registry's Params fields)
+METHOD_KEYS = tuple(sorted({k for m in METHOD_RECORDS.values() for k in m.param_keys()}))
 
 
 def _key(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -81,23 +78,32 @@ class TrainConfig:
     disable_dropout: bool | None = _key(None, "turn dropout off (default: on for every method but sft)")
     chunked_ops: bool = _key(True, "log-probs and KL from hidden states in token chunks (false: full logits)")
     chunk_size: int = _key(1024, "tokens per chunk of the vocabulary projection")
-    # method hyper-parameters (null: the paper's default for the method)
-    beta: float | None = _key(None, "beta (dpo/ipo/cdpo/fdpo/tdpo 0.1, simpo 2.0)")
-    label_smoothing: float = _key(0.0, "cDPO epsilon (method cdpo; must be > 0 there)")
-    ipo_normalize: bool = _key(True, "IPO on mean token log-ratios (TRL, the IPO paper) rather than sums")
-    fdpo_divergence: str = _key("forward_kl", "f-DPO divergence", ("reverse_kl", "forward_kl", "js", "alpha"))
-    fdpo_alpha: float = _key(0.5, "alpha of the f-DPO alpha-divergence")
-    tdpo_alpha: float = _key(0.5, "TDPO2 alpha (scales the KL difference)")
-    simpo_gamma: float = _key(0.5, "SimPO target margin gamma (absolute; gamma/beta = 0.25 at beta 2)")
-    orpo_lambda: float = _key(0.1, "ORPO lambda")
-    sft_normalization: str = _key("seq_mean", "SFT loss normalisation", ("sum", "seq_mean", "token_mean"))
-    ift_lambda: float = _key(0.2, "IFT temporal-residual mix lambda (max)")
-    ift_gamma: float = _key(0.95, "IFT discount gamma of future losses")
-    ift_lambda_schedule: str = _key("constant", "IFT lambda schedule", ("constant", "linear"))
-    ift_lambda_min: float = _key(0.0, "IFT lambda at step 0 with the linear schedule")
-    ift_ramp_steps: int = _key(150, "IFT linear lambda ramp length in optimizer steps")
-    ift_lambda_noise_std: float = _key(0.0, "IFT lambda disturbance: lambda*(1+std*z), z~N(0,1) per step")
-    ift_detach_weights: bool = _key(False, "IFT: stop the gradient through the loss weights")
+    # method hyper-parameters: null is the method's default (alignlab.losses.registry, the papers' values);
+    # each applies only to the methods whose record lists it
+    beta: float | None = _key(None, "beta")
+    loss_type: str | list | None = _key(None, "DPO loss type, or a list of them (TRL's names: sigmoid, hinge, ipo, "
+                                        "exo_pair, nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, "
+                                        "apo_zero, apo_down, discopop, sigmoid_norm, sft)")
+    loss_weights: list | None = _key(None, "weights of a loss_type list (default: all 1)")
+    rpo_alpha: float | None = _key(None, "RPO: adds alpha x the chosen responses' token-mean NLL to DPO")
+    discopop_tau: float | None = _key(None, "discopop loss type's temperature")
+    label_smoothing: float | None = _key(None, "label smoothing epsilon in [0, 0.5) (cdpo: in (0, 0.5))")
+    ipo_normalize: bool | None = _key(None, "IPO on mean token log-ratios (TRL, the IPO paper) rather than sums")
+    fdpo_divergence: str | None = _key(None, "f-DPO divergence: reverse_kl, forward_kl, js or alpha")
+    fdpo_alpha: float | None = _key(None, "alpha of the f-DPO alpha-divergence")
+    tdpo_alpha: float | None = _key(None, "TDPO2 alpha (scales the KL difference)")
+    simpo_gamma: float | None = _key(None, "SimPO target margin gamma (absolute; gamma/beta = 0.25 at beta 2)")
+    orpo_lambda: float | None = _key(None, "ORPO lambda")
+    orpo_nll_normalization: str | None = _key(None, "ORPO NLL term: sequence_mean (the paper) or "
+                                                    "batch_token_mean (TRL, official code)")
+    sft_normalization: str | None = _key(None, "SFT loss normalisation: sum, seq_mean or token_mean")
+    ift_lambda: float | None = _key(None, "IFT temporal-residual mix lambda (max)")
+    ift_gamma: float | None = _key(None, "IFT discount gamma of future losses")
+    ift_lambda_schedule: str | None = _key(None, "IFT lambda schedule: constant or linear")
+    ift_lambda_min: float | None = _key(None, "IFT lambda at step 0 with the linear schedule")
+    ift_ramp_steps: int | None = _key(None, "IFT linear lambda ramp length in optimizer steps")
+    ift_lambda_noise_std: float | None = _key(None, "IFT lambda disturbance: lambda*(1+std*z), z~N(0,1) per step")
+    ift_detach_weights: bool | None = _key(None, "IFT: stop the gradient through the loss weights")
     freeze_input_embeddings: bool | None = _key(None, "feed a frozen copy of the input embeddings "
                                                 "(default: true for ift, false otherwise)")
     # reference model
@@ -122,26 +128,36 @@ class TrainConfig:
 
     # ---------------------------------------------------------------------------------------------------------
     @property
+    def method_record(self) -> Method:
+        """The method's registry record (what it consumes, its loss)."""
+        return get_method(self.method)
+
+    @property
+    def params(self) -> Params:
+        """The method's validated hyper-parameters: the recipe's values over the paper's defaults."""
+        return self.method_record.make_params(self.method_values())
+
+    def method_values(self) -> dict[str, Any]:
+        """The method hyper-parameter keys the recipe set (not null)."""
+        return {k: getattr(self, k) for k in METHOD_KEYS if getattr(self, k) is not None}
+
+    @property
     def is_pair_method(self) -> bool:
-        return self.method in PAIR_METHODS
+        return self.method_record.paired
 
     @property
     def needs_reference(self) -> bool:
-        return self.method in REFERENCE_METHODS
-
-    @property
-    def resolved_beta(self) -> float:
-        if self.method not in DEFAULT_BETA:
-            raise ConfigError(f"method '{self.method}' has no beta")
-        return DEFAULT_BETA[self.method] if self.beta is None else self.beta
+        return self.method_record.needs_ref
 
     @property
     def resolved_disable_dropout(self) -> bool:
-        return self.method != "sft" if self.disable_dropout is None else self.disable_dropout
+        return not self.method_record.keeps_dropout if self.disable_dropout is None else self.disable_dropout
 
     @property
     def resolved_freeze_input_embeddings(self) -> bool:
-        return self.method == "ift" if self.freeze_input_embeddings is None else self.freeze_input_embeddings
+        if self.freeze_input_embeddings is None:
+            return self.method_record.mixes_inputs
+        return self.freeze_input_embeddings
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir is None:
@@ -149,7 +165,10 @@ class TrainConfig:
         return Path(self.run_dir)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every key; the method's hyper-parameters resolved to the values it trains with (other methods' null)."""
+        values = dataclasses.asdict(self)
+        values.update(dataclasses.asdict(self.params))
+        return values
 
     def validate(self) -> TrainConfig:
         """Check choices, ranges and combinations; raise ConfigError naming the key."""
@@ -177,26 +196,26 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"config key '{name}' must be >= 1 or null; got {value}")
-        if self.method in ("tdpo1", "tdpo2") and self.precompute_ref_logps:
-            raise ConfigError(f"method '{self.method}' needs the reference model online (its full distribution "
-                              "at every token); precompute_ref_logps is only for the DPO family")
-        # keys that only make sense for some methods: set away from their default elsewhere is an error
-        method_keys = {
-            "beta": tuple(DEFAULT_BETA), "label_smoothing": ("cdpo",), "ipo_normalize": ("ipo",),
-            "fdpo_divergence": ("fdpo",), "fdpo_alpha": ("fdpo",), "tdpo_alpha": ("tdpo2",),
-            "simpo_gamma": ("simpo",), "orpo_lambda": ("orpo",), "sft_normalization": ("sft",),
-            "ift_lambda": ("ift",), "ift_gamma": ("ift",), "ift_lambda_schedule": ("ift",),
-            "ift_lambda_min": ("ift",), "ift_ramp_steps": ("ift",), "ift_lambda_noise_std": ("ift",),
-            "ift_detach_weights": ("ift",), "precompute_ref_logps": DPO_FAMILY, "ref_model": REFERENCE_METHODS,
-        }
-        defaults = TrainConfig()
-        for name, methods in method_keys.items():
-            value = getattr(self, name)
-            if value != getattr(defaults, name) and self.method not in methods:
-                raise ConfigError(f"config key '{name}' applies to method {'/'.join(methods)}, "
+        method = self.method_record
+        # a method's hyper-parameters: keys of other methods are errors, the method validates its own
+        for name in self.method_values():
+            if name not in method.param_keys():
+                raise ConfigError(f"config key '{name}' applies to method {'/'.join(methods_with_key(name))}, "
                                   f"not '{self.method}'")
-        if self.method == "cdpo" and not 0.0 < self.label_smoothing < 0.5:
-            raise ConfigError("method 'cdpo' needs config key 'label_smoothing' in (0, 0.5)")
+        params = self.params
+        for name, needs in getattr(params, "inactive", dict)().items():
+            if name in self.method_values():
+                raise ConfigError(f"config key '{name}' has no effect without {needs}")
+        if self.precompute_ref_logps and not method.precomputable_ref:
+            if method.needs_token_kl:
+                raise ConfigError(f"method '{self.method}' needs the reference model online (its full distribution "
+                                  "at every token); precompute_ref_logps is only for the DPO family")
+            raise ConfigError(f"config key 'precompute_ref_logps' applies to methods with a reference "
+                              f"({'/'.join(n for n, m in METHOD_RECORDS.items() if m.precomputable_ref)}), "
+                              f"not '{self.method}'")
+        if self.ref_model is not None and not method.needs_ref:
+            raise ConfigError(f"config key 'ref_model' applies to methods with a reference "
+                              f"({'/'.join(n for n, m in METHOD_RECORDS.items() if m.needs_ref)}), not '{self.method}'")
         if self.precompute_ref_logps and self.lora:
             raise ConfigError("precompute_ref_logps with lora: the adapter-disabled policy is already the "
                               "reference at no memory cost; drop one of the two keys")
@@ -205,36 +224,22 @@ class TrainConfig:
                               "disabled; drop 'ref_model'")
         if self.save_merged and not self.lora:
             raise ConfigError("config key 'save_merged' applies only with lora: true")
-        if self.method == "ift" and not self.resolved_freeze_input_embeddings:
-            raise ConfigError("method 'ift' feeds mixed input embeddings from a frozen copy; "
+        if method.mixes_inputs and not self.resolved_freeze_input_embeddings:
+            raise ConfigError(f"method '{self.method}' feeds mixed input embeddings from a frozen copy; "
                               "freeze_input_embeddings: false is not supported")
-        if self.method == "ift" and not 0.0 <= self.ift_lambda <= 1.0:
-            raise ConfigError("config key 'ift_lambda' must be in [0, 1]")
-        below_one = ("warmup_ratio", "ift_gamma")  # in [0, 1)
-        non_negative = ("tdpo_alpha", "ift_lambda_min", "ift_lambda_noise_std", "orpo_lambda", "simpo_gamma",
-                        "weight_decay")
-        for name in below_one + non_negative:
-            value = getattr(self, name)
-            if value < 0 or (name in below_one and value >= 1):
-                raise ConfigError(f"config key '{name}' must be {'in [0, 1)' if name in below_one else '>= 0'}; "
-                                  f"got {value}")
-        if self.ift_lambda_min > self.ift_lambda:
-            raise ConfigError("config key 'ift_lambda_min' must not exceed 'ift_lambda'")
-        if self.warmup_steps < 0 or self.ift_ramp_steps < 1:
-            raise ConfigError("config keys 'warmup_steps' must be >= 0 and 'ift_ramp_steps' >= 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"config key 'warmup_ratio' must be in [0, 1); got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"config key 'weight_decay' must be >= 0; got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            raise ConfigError("config key 'warmup_steps' must be >= 0")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError("config key 'max_grad_norm' must be > 0 or null")
-        if self.beta is not None and self.beta <= 0:
-            raise ConfigError(f"config key 'beta' must be > 0; got {self.beta}")
-        if not 0.0 < self.fdpo_alpha < 1.0:
-            raise ConfigError(f"config key 'fdpo_alpha' must be in (0, 1); got {self.fdpo_alpha}")
+        defaults = TrainConfig()
         # keys that only act together with another key's value
         dependent = {
-            "fdpo_alpha": (self.fdpo_divergence == "alpha", "fdpo_divergence: alpha"),
-            "ift_lambda_min": (self.ift_lambda_schedule == "linear", "ift_lambda_schedule: linear"),
-            "ift_ramp_steps": (self.ift_lambda_schedule == "linear", "ift_lambda_schedule: linear"),
             "ref_cache_dir": (self.precompute_ref_logps, "precompute_ref_logps: true"),
-            "chunk_size": (self.chunked_ops or self.method == "ift", "chunked_ops: true"),
+            "chunk_size": (self.chunked_ops or method.mixes_inputs, "chunked_ops: true"),
         }
         for name, (active, needs) in dependent.items():
             if getattr(self, name) != getattr(defaults, name) and not active:
@@ -259,10 +264,13 @@ def describe_keys() -> str:
     """One line per key: name, default, choices, help (what `alignlab train --list-keys` prints)."""
     lines = []
     for f in dataclasses.fields(TrainConfig):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        default = repr(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
         choices = f.metadata.get("choices")
         extra = f" [{'|'.join(choices)}]" if choices else ""
-        lines.append(f"{f.name:<26} {default!r:<22} {f.metadata['help']}{extra}")
+        if f.name in METHOD_KEYS:  # the default is the method's, from the registry
+            default = "per method"
+            extra = " [" + ", ".join(f"{m}: {v!r}" for m, v in param_defaults(f.name).items()) + "]"
+        lines.append(f"{f.name:<26} {default:<22} {f.metadata['help']}{extra}")
     return "\n".join(lines)
 
 
@@ -293,11 +301,22 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"config key '{name}' must be true or false; got {value!r}")
     if annotation.startswith("int") and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"config key '{name}' must be an integer; got {value!r}")
+    if annotation.startswith("str | list"):  # a name or a list of names
+        if not isinstance(value, (str, list)):
+            raise ConfigError(f"config key '{name}' must be a name or a list of names; got {value!r}")
+        return value
     if annotation.startswith("str") and not isinstance(value, str):
         raise ConfigError(f"config key '{name}' must be a string; got {value!r}")
     if isinstance(default, (list, dict)) and not isinstance(value, type(default)):
         raise ConfigError(f"config key '{name}' must be a {type(default).__name__}; got {value!r}")
     return value
+
+
+def run_config_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved config (config.yaml, checkpoint state) as recipe values: hyper-parameters of methods other
+    than the run's are dropped (runs written before the method registry recorded every method's defaults)."""
+    method = get_method(values.get("method", TrainConfig.method))
+    return {k: v for k, v in values.items() if k not in METHOD_KEYS or k in method.param_keys()}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -330,5 +349,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return TrainConfig(**coerced).validate()
 
 
-__all__ = ["DEFAULT_BETA", "METHODS", "PAIR_METHODS", "REFERENCE_METHODS", "TrainConfig", "describe_keys",
-           "load_config"]
+__all__ = ["METHODS", "METHOD_KEYS", "TrainConfig", "describe_keys", "load_config", "run_config_values"]

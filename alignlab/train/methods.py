@@ -1,8 +1,9 @@
-"""One training step's forward for every method: batch -> per-row losses and per-row metrics.
+"""One training step's forward for every method: batch -> statistics -> the method's loss -> per-row metrics.
 
-The batch comes from alignlab.data's collators (pairs stacked as [chosen; rejected], 2B rows). Everything that
-touches the vocabulary goes through alignlab.ops; every formula comes from alignlab.losses. The caller sums the
-per-row losses and divides by the step's global normaliser (rows, or tokens for SFT token_mean).
+The batch comes from alignlab.data's collators (pairs stacked as [chosen; rejected], 2B rows). Statistics come
+from alignlab.models (the one scorer); what a method consumes and its loss come from its record in
+alignlab.losses.registry, so nothing here tests a method's name. The caller sums the per-row losses and divides
+by the step's global normaliser (rows, or tokens for a token-normalised method).
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import torch
 from torch import Tensor
 
 from alignlab import models
-from alignlab.losses import dpo_loss, fdpo_loss, ift_loss, orpo_loss, sft_loss, simpo_loss, tdpo_loss
-from alignlab.losses.orpo import orpo_log_odds
+from alignlab.losses.registry import IFTParams, PairStats, SequenceStats
 from alignlab.models import Trunk
-from alignlab.ops import SequenceStats
+from alignlab.ops import SequenceStats as TokenStats
 from alignlab.train.config import TrainConfig
 
 
@@ -36,7 +36,7 @@ def _embeds(trunk: Trunk, input_ids: Tensor) -> Tensor:
 
 def sequence_stats(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, ref: Trunk | None = None,
                    kl: bool = False, reverse_kl: bool = False, entropy: bool = False,
-                   token_logps: bool = False, inputs_embeds: Tensor | None = None) -> SequenceStats:
+                   token_logps: bool = False, inputs_embeds: Tensor | None = None) -> TokenStats:
     """Per-sequence statistics of a batch under the policy (and the reference when given), via alignlab.models."""
     if inputs_embeds is None and cfg.resolved_freeze_input_embeddings:
         inputs_embeds = _embeds(trunk, batch["input_ids"])
@@ -54,59 +54,34 @@ def _ranking_metrics(chosen: Tensor, rejected: Tensor, n_chosen: Tensor, n_rejec
 
 
 def pair_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Trunk | None,
-              ref_logps: Tensor | None = None, *, eval_kl: bool = False) -> StepOutput:
-    """DPO / IPO / cDPO / f-DPO / TDPO1 / TDPO2 / SimPO / ORPO on one micro-batch of B pairs.
+              ref_logps: Tensor | None = None, *, eval_kl: bool = False,
+              step_totals: tuple[float, float] | None = None) -> StepOutput:
+    """Any paired method of the registry on one micro-batch of B pairs: statistics -> method.loss -> metrics.
 
-    `ref_logps` [2B] are precomputed reference sums (DPO family); otherwise `ref` runs online. `eval_kl` also
-    computes the forward and reverse sequence KL to the reference (for evaluation; TDPO always has it).
+    `ref_logps` [2B] are precomputed reference sums; otherwise `ref` runs online (methods with a reference).
+    `eval_kl` also computes the forward and reverse sequence KL to the reference (for evaluation; methods that
+    need the per-token KL always have it).
     """
-    method = cfg.method
-    tdpo = method in ("tdpo1", "tdpo2")
-    want_kl = tdpo or (eval_kl and ref is not None)
+    method = cfg.method_record
+    want_kl = method.needs_token_kl or (eval_kl and ref is not None)
     stats = sequence_stats(cfg, trunk, batch, ref=ref if ref_logps is None else None, kl=want_kl,
                            reverse_kl=eval_kl and ref is not None)
     b = batch["input_ids"].shape[0] // 2
     logps, lengths = stats.logps, stats.lengths
-    chosen, rejected, n_chosen, n_rejected = logps[:b], logps[b:], lengths[:b], lengths[b:]
-    if ref_logps is None and stats.ref_logps is not None:
+    if ref_logps is None:
         ref_logps = stats.ref_logps
-    metrics = _ranking_metrics(chosen.detach(), rejected.detach(), n_chosen, n_rejected)
-
-    if method in ("dpo", "cdpo", "ipo", "fdpo", "tdpo1", "tdpo2"):
-        ref_chosen, ref_rejected = ref_logps[:b], ref_logps[b:]
-        if method == "fdpo":
-            losses, r_chosen, r_rejected = fdpo_loss(chosen, rejected, ref_chosen, ref_rejected,
-                                                     beta=cfg.resolved_beta, divergence=cfg.fdpo_divergence,
-                                                     alpha=cfg.fdpo_alpha)
-        elif tdpo:
-            losses, r_chosen, r_rejected = tdpo_loss(chosen - ref_chosen, rejected - ref_rejected,
-                                                     stats.kl[:b], stats.kl[b:], beta=cfg.resolved_beta,
-                                                     alpha=cfg.tdpo_alpha, variant=method)
-        elif method == "ipo" and cfg.ipo_normalize:
-            nc, nr = n_chosen.clamp(min=1), n_rejected.clamp(min=1)
-            losses, _, _ = dpo_loss(chosen / nc, rejected / nr, ref_chosen / nc, ref_rejected / nr,
-                                    beta=cfg.resolved_beta, loss_type="ipo")
-            # rewards as DPO's, beta * (S - S_ref) on sums (losses.md §4), whichever IPO variant trains
-            r_chosen = cfg.resolved_beta * (chosen - ref_chosen).detach()
-            r_rejected = cfg.resolved_beta * (rejected - ref_rejected).detach()
-        else:
-            losses, r_chosen, r_rejected = dpo_loss(chosen, rejected, ref_chosen, ref_rejected,
-                                                    beta=cfg.resolved_beta,
-                                                    label_smoothing=cfg.label_smoothing if method == "cdpo" else 0.0,
-                                                    loss_type="ipo" if method == "ipo" else "sigmoid")
-        margin_chosen = (chosen - ref_chosen).detach()
-        margin_rejected = (rejected - ref_rejected).detach()
-        metrics["rewards/dpo_accuracy"] = (margin_chosen > margin_rejected).float()
-    elif method == "simpo":
-        losses, r_chosen, r_rejected = simpo_loss(chosen, rejected, n_chosen, n_rejected,
-                                                  beta=cfg.resolved_beta, gamma=cfg.simpo_gamma)
-    elif method == "orpo":
-        losses, r_chosen, r_rejected = orpo_loss(chosen, rejected, n_chosen, n_rejected, lam=cfg.orpo_lambda)
-        metrics["orpo/nll"] = (-chosen / n_chosen.clamp(min=1)).detach()
-        metrics["orpo/log_odds_ratio"] = orpo_log_odds(chosen.detach() / n_chosen.clamp(min=1),
-                                                       rejected.detach() / n_rejected.clamp(min=1))
-    else:
-        raise ValueError(f"pair_step does not handle method {method!r}")
+    kl = stats.kl if method.needs_token_kl else None
+    pair = PairStats(logps[:b], logps[b:], lengths[:b], lengths[b:],
+                     *((ref_logps[:b], ref_logps[b:]) if ref_logps is not None else (None, None)),
+                     *((kl[:b], kl[b:]) if kl is not None else (None, None)),
+                     *(step_totals or (None, None)))
+    out = method.loss(pair, cfg.params)
+    metrics = _ranking_metrics(pair.chosen_logps.detach(), pair.rejected_logps.detach(), lengths[:b], lengths[b:])
+    if pair.ref_chosen_logps is not None:
+        margin_chosen = (pair.chosen_logps - pair.ref_chosen_logps).detach()
+        metrics["rewards/dpo_accuracy"] = (margin_chosen > (pair.rejected_logps - pair.ref_rejected_logps)).float()
+    r_chosen, r_rejected = out.chosen_rewards, out.rejected_rewards
+    metrics.update(out.metrics)
     metrics.update({
         "rewards/chosen": r_chosen, "rewards/rejected": r_rejected, "rewards/margins": r_chosen - r_rejected,
         "rewards/accuracies": (r_chosen > r_rejected).float(),
@@ -116,28 +91,33 @@ def pair_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Tru
         metrics["kl/margin"] = metrics["kl/chosen"] - metrics["kl/rejected"]
     if stats.reverse_kl is not None:
         metrics["kl_reverse/chosen"], metrics["kl_reverse/rejected"] = stats.reverse_kl[:b], stats.reverse_kl[b:]
-    return StepOutput(losses=losses, metrics=metrics, tokens=int(batch["attention_mask"].sum()))
+    return StepOutput(losses=out.losses, metrics=metrics, tokens=int(batch["attention_mask"].sum()))
 
 
-def ift_lambda(cfg: TrainConfig, step: int, generator: torch.Generator | None = None) -> float:
-    """lambda at an optimizer step: constant or a linear ramp, optionally disturbed (ift.md §2)."""
-    lam = cfg.ift_lambda
-    if cfg.ift_lambda_schedule == "linear":
-        ramp = min(1.0, step / max(cfg.ift_ramp_steps, 1))
-        lam = cfg.ift_lambda_min + (cfg.ift_lambda - cfg.ift_lambda_min) * ramp
-    if cfg.ift_lambda_noise_std > 0:
+def ift_lambda(p: IFTParams, step: int, generator: torch.Generator | None = None, *, noise: bool = True) -> float:
+    """IFT's lambda at an optimizer step: constant or a linear ramp, disturbed when p.ift_lambda_noise_std > 0
+    and `noise` (training; evaluation runs at the scheduled value), arXiv 2405.11870 Sec. 4."""
+    lam = p.ift_lambda
+    if p.ift_lambda_schedule == "linear":
+        ramp = min(1.0, step / max(p.ift_ramp_steps, 1))
+        lam = p.ift_lambda_min + (p.ift_lambda - p.ift_lambda_min) * ramp
+    if noise and p.ift_lambda_noise_std > 0:
         z = float(torch.randn((), generator=generator))
-        lam = min(max(lam * (1.0 + cfg.ift_lambda_noise_std * z), 0.0), 1.0)
+        lam = min(max(lam * (1.0 + p.ift_lambda_noise_std * z), 0.0), 1.0)
     return lam
 
 
 def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, lam: float = 0.0) -> StepOutput:
-    """SFT or IFT on one micro-batch of B sequences; losses [B] (for token_mean: -S_b, normalised by the caller)."""
+    """A single-sequence method of the registry (SFT, IFT) on one micro-batch of B sequences: losses [B] (summed
+    by the caller and divided by rows, or by tokens where the method is token-normalised). `lam` is the
+    temporal-residual mix of methods that mix their inputs (IFT)."""
     labels = batch["labels"]
-    if cfg.method == "ift":
+    method = cfg.method_record
+    metrics: dict[str, Tensor] = {}
+    if method.mixes_inputs:
         ids = batch["input_ids"]
         e_true = _embeds(trunk, ids)
-        metrics = {"ift/lambda": torch.full((ids.shape[0],), lam)}
+        metrics["ift/lambda"] = torch.full((ids.shape[0],), lam)
         e_in = e_true
         if lam > 0:
             # one-step-ahead greedy guesses from the gold prefix, never full logits
@@ -149,17 +129,14 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
             e_in = torch.where(response.unsqueeze(-1), (1.0 - lam) * e_true + lam * _embeds(trunk, mixed), e_true)
             wrong = ((guess != ids) & response).sum(-1).float() / response.sum(-1).clamp(min=1)
             metrics["ift/guess_error_rate"] = wrong
-        stats = sequence_stats(cfg, trunk, batch, inputs_embeds=e_in, token_logps=True)
-        mask = labels[:, 1:] != -100
-        losses = ift_loss(stats.token_logps, mask, gamma=cfg.ift_gamma, detach_weights=cfg.ift_detach_weights)
-        metrics["nll/seq_mean"] = (-stats.logps / stats.lengths.clamp(min=1)).detach()
+        stats = sequence_stats(cfg, trunk, batch, inputs_embeds=e_in, token_logps=method.needs_token_logps)
     else:
-        stats = sequence_stats(cfg, trunk, batch)
-        if cfg.sft_normalization == "token_mean":
-            losses = -stats.logps  # the caller divides by the step's global token count
-        else:
-            losses = sft_loss(stats.logps, stats.lengths, normalization=cfg.sft_normalization)
-        metrics = {"nll/seq_mean": (-stats.logps / stats.lengths.clamp(min=1)).detach()}
+        stats = sequence_stats(cfg, trunk, batch, token_logps=method.needs_token_logps)
+    mask = labels[:, 1:] != -100
+    out = method.loss(SequenceStats(stats.logps, stats.lengths, stats.token_logps, mask), cfg.params)
+    losses = out.losses
+    metrics.update(out.metrics)
+    metrics["nll/seq_mean"] = (-stats.logps / stats.lengths.clamp(min=1)).detach()
     metrics["logps/sequence"] = stats.logps.detach()
     return StepOutput(losses=losses, metrics=metrics, tokens=int(batch["attention_mask"].sum()))
 

@@ -1,6 +1,6 @@
 """The training loop for every method, on accelerate (one process, or DDP / FSDP / DeepSpeed via accelerate launch).
 
-Batching semantics (shared/reference data.md §8): `micro_batch_size` rows per process per forward,
+Batching semantics: `micro_batch_size` rows per process per forward,
 `gradient_accumulation_steps` forwards per optimizer step, so a step sees G = micro x accumulation x processes
 pairs (or sequences). The data order is a pure function of (seed, step): epoch e is a seeded permutation of the
 prompts (one prompt's pairs stay consecutive), step k takes the k-th block of G examples of it and each process
@@ -11,7 +11,6 @@ the process count because DDP averages gradients: batch 8 x accumulation 1 and 4
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -40,7 +39,7 @@ from alignlab.errors import ConfigError
 from alignlab.models import Trunk, score_batches
 from alignlab.train import checkpoint as ckpt
 from alignlab.train.callbacks import TrainerCallback
-from alignlab.train.config import TrainConfig
+from alignlab.train.config import TrainConfig, load_config, run_config_values
 from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_step
 from alignlab.train.metrics import MetricsWriter
 from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
@@ -230,7 +229,7 @@ class Trainer:
                               "score other pairs with the reference model online") from None
 
     def _forward(self, batch: dict[str, torch.Tensor], examples: Sequence[dict[str, Any]], lam: float,
-                 *, eval_kl: bool = False) -> StepOutput:
+                 *, eval_kl: bool = False, step_totals: tuple[float, float] | None = None) -> StepOutput:
         cfg = self.cfg
         with autocast(cfg.mixed_precision, self.accelerator.device):
             if not cfg.is_pair_method:
@@ -238,7 +237,7 @@ class Trainer:
             ref_logps = self._ref_logps(examples)
             needs_online_ref = cfg.needs_reference and ref_logps is None
             ref = reference_trunk(self.policy, self.ref_model) if needs_online_ref else None
-            return pair_step(cfg, self.trunk, batch, ref, ref_logps, eval_kl=eval_kl)
+            return pair_step(cfg, self.trunk, batch, ref, ref_logps, eval_kl=eval_kl, step_totals=step_totals)
 
     # ---------------------------------------------------------------------------------------- train step
     def accumulate_gradients(self, step: int) -> dict[str, Any]:
@@ -247,20 +246,26 @@ class Trainer:
         micro_positions = self.step_positions(step)
         batches = [self._to_device(self.collate([self.train_examples[i] for i in pos], self.pad_id))
                    for pos in micro_positions]
-        if cfg.method == "sft" and cfg.sft_normalization == "token_mean":
+        if cfg.method_record.token_normalised(cfg.params):
             local = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
             normaliser = float(acc.reduce(torch.tensor(local, device=acc.device), reduction="sum"))
         else:
             normaliser = float(self.global_batch)
+        step_totals = None
+        if cfg.method_record.needs_step_chosen_tokens(cfg.params):  # chosen rows: the first half of each batch
+            local = sum(int((b["labels"][: b["labels"].shape[0] // 2, 1:] != -100).sum()) for b in batches)
+            step_totals = (float(acc.reduce(torch.tensor(local, device=acc.device), reduction="sum")),
+                           float(self.global_batch))
         lam_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        lam = ift_lambda(cfg, step, lam_gen) if cfg.method == "ift" else 0.0
+        lam = ift_lambda(cfg.params, step, lam_gen) if cfg.method_record.mixes_inputs else 0.0
         loss_sum = torch.zeros((), device=acc.device)
         rows: dict[str, list[torch.Tensor]] = {}
         tokens = 0
         for m, (batch, positions) in enumerate(zip(batches, micro_positions)):
             last = m == len(batches) - 1
             with nullcontext() if last else acc.no_sync(self.trunk):
-                out = self._forward(batch, [self.train_examples[i] for i in positions], lam)
+                out = self._forward(batch, [self.train_examples[i] for i in positions], lam,
+                                    step_totals=step_totals)
                 acc.backward(out.losses.sum() * acc.num_processes / normaliser)
             loss_sum += out.losses.detach().sum()
             tokens += out.tokens
@@ -302,13 +307,13 @@ class Trainer:
         was_training = self.trunk.training
         self.trunk.eval()
         local = list(range(acc.process_index, len(self.eval_examples), acc.num_processes))
-        lam = ift_lambda(dataclasses.replace(cfg, ift_lambda_noise_std=0.0), step) if cfg.method == "ift" else 0.0
+        lam = ift_lambda(cfg.params, step, noise=False) if cfg.method_record.mixes_inputs else 0.0
         rows: dict[str, list[float]] = {}
         for s in range(0, len(local), cfg.eval_batch_size):
             chunk = [self.eval_examples[i] for i in local[s:s + cfg.eval_batch_size]]
             batch = self._to_device(self.collate(chunk, self.pad_id))
             out = self._forward(batch, chunk, lam, eval_kl=True)
-            if cfg.method == "sft" and cfg.sft_normalization == "token_mean":  # sum(-S) / sum(n), like training
+            if cfg.method_record.token_normalised(cfg.params):  # sum(-S) / sum(n), like training
                 rows.setdefault("_token_nll", []).extend((-out.metrics["logps/sequence"]).cpu().tolist())
                 rows.setdefault("_tokens", []).extend((batch["labels"][:, 1:] != -100).sum(-1).cpu().tolist())
             else:
@@ -378,7 +383,9 @@ class Trainer:
         if latest is None:
             raise ConfigError(f"--resume: no complete checkpoint-<step> in run_dir '{self.run_dir}'")
         state = ckpt.read_state(latest)
-        saved = state["config"]
+        # the saved config through today's rules (the method's hyper-parameters resolved), so runs written
+        # before the method registry compare equal when nothing changed
+        saved = load_config(base=run_config_values(state["config"])).to_dict()
         for key, value in self.cfg.to_dict().items():
             if key not in _RESUMABLE_CHANGES and saved.get(key) != value:
                 raise ConfigError(f"--resume: config key '{key}' is {value!r} but the run was started with "

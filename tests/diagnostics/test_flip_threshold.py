@@ -45,7 +45,7 @@ def test_worked_example_beta_0_1():
     assert round(flip_threshold([10.0], [0.0], beta=beta).item(), 3) == 1.313
 
 
-# ranking.md section 4: f(c) for beta in {0.01, 0.1, 1}, as printed (significant digits as shown)
+# arXiv 2405.19534, Theorem 4.1: f(c) for beta in {0.01, 0.1, 1}, as printed (significant digits as shown)
 C_VALUES = (-10, 0, 0.26, 1, 5, 10, 50, 100, 457.6)
 TABLE = {
     0.01: ("0.744", "0.693", "0.692", "0.688", "0.668", "0.644", "0.474", "0.313", "0.0102"),

@@ -97,7 +97,7 @@ def test_ranking_accuracy_rejects_bad_input(kwargs, message):
 
 # --- idealized ranking accuracy -------------------------------------------------------------------------------
 
-# ranking.md section 2: alpha = 3/4, the reference error (Delta_ref, nats) that the optimum can still override.
+# arXiv 2405.19534, Sec. 3: alpha = 3/4, the reference error (Delta_ref, nats) that the optimum can still override.
 COROLLARY_EXAMPLE = {0.01: -109.9, 0.1: -10.99, 1.0: -1.10, 5.0: -0.22, 10.0: -0.11}
 
 

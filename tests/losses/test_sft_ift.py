@@ -1,4 +1,4 @@
-"""SFT normalisations and the IFT loss (ift.md §1, §3): closed form, worked example, special cases."""
+"""SFT normalisations and the IFT loss (arXiv 2405.11870 and its official code): closed form, worked example, special cases."""
 
 import pytest
 import torch

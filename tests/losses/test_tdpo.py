@@ -1,4 +1,4 @@
-"""TDPO1 / TDPO2 (arXiv 2404.11999) formulas and gradient facts (losses.md §6), including the chunked TDPO2 path."""
+"""TDPO1 / TDPO2 (arXiv 2404.11999) formulas and gradient facts, including the chunked TDPO2 path."""
 
 import math
 

@@ -118,7 +118,7 @@ def test_entropy_of_uniform_is_log_v():
 
 
 def test_logit_gradients_match_closed_forms():
-    """token_ops.md §2: d lp / dz = onehot - p; d KL(q||p) / dz = p - q."""
+    """d lp / dz = onehot - p; d KL(q||p) / dz = p - q."""
     gen = torch.Generator().manual_seed(4)
     z = torch.randn(1, 2, 9, generator=gen, dtype=torch.float64, requires_grad=True)
     ref = torch.randn(1, 2, 9, generator=gen, dtype=torch.float64)

@@ -41,7 +41,7 @@ def lake4():
 
 def test_value_iteration_matches_hand_values_and_bellman(lake4):
     _lake, v, q, pi = lake4
-    # testbeds.md table: V*(s) = 0.9^(d(s) - 1)
+    # value iteration's closed form here: V*(s) = 0.9^(d(s) - 1)
     hand = {0: 0.6561, 1: 0.729, 2: 0.81, 3: 0.9, 4: 0.59049, 7: 1.0, 8: 0.6561, 12: 0.729, 13: 0.81, 14: 0.9,
             15: 1.0}
     for s, val in hand.items():

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from alignlab.errors import ConfigError
@@ -6,8 +8,8 @@ from alignlab.train.config import TrainConfig, describe_keys, load_config
 
 def test_defaults_validate_and_papers_defaults():
     cfg = load_config(base={"method": "tdpo2"})
-    assert cfg.resolved_beta == 0.1 and cfg.tdpo_alpha == 0.5
-    assert load_config(base={"method": "simpo"}).resolved_beta == 2.0
+    assert cfg.params.beta == 0.1 and cfg.params.tdpo_alpha == 0.5
+    assert load_config(base={"method": "simpo"}).params.beta == 2.0
     assert load_config(base={"method": "ift"}).resolved_freeze_input_embeddings
 
 
@@ -23,7 +25,7 @@ def test_unknown_key_suggests(tmp_path):
 @pytest.mark.parametrize("overrides,match", [
     (["method=tdpo2", "precompute_ref_logps=true"], "needs the reference model online"),
     (["method=sft", "beta=0.2"], "'beta' applies to method"),
-    (["method=dpo", "label_smoothing=0.1"], "'label_smoothing' applies to method cdpo"),
+    (["method=tdpo2", "label_smoothing=0.1"], "'label_smoothing' applies to method dpo/cdpo"),
     (["method=cdpo"], "needs config key 'label_smoothing'"),
     (["method=dpo", "optimizer=sgd"], "'optimizer' must be one of adamw, rmsprop"),
     (["method=dpo", "lora_r=4"], "need lora: true"),
@@ -62,3 +64,10 @@ def test_every_key_documented():
 def test_keys_without_effect_or_out_of_range_are_rejected(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_config(overrides=overrides)
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_recipe_loads(recipe):
+    cfg = load_config(recipe)
+    assert cfg.params == cfg.method_record.make_params(cfg.method_values())

@@ -40,7 +40,8 @@ def _grads(cfg_dict):
 
 
 @pytest.mark.parametrize("method,extra", [("dpo", {}), ("tdpo2", {}), ("simpo", {}),
-                                          ("sft", {"sft_normalization": "token_mean"}), ("ift", {})])
+                                          ("sft", {"sft_normalization": "token_mean"}), ("ift", {}),
+                                          ("orpo", {"orpo_nll_normalization": "batch_token_mean"})])
 def test_batch_8x1_equals_4x2(method, extra, small):
     g1, t1 = _grads(small(method, micro_batch_size=8, gradient_accumulation_steps=1, **extra))
     g2, t2 = _grads(small(method, micro_batch_size=4, gradient_accumulation_steps=2, **extra))
@@ -225,3 +226,32 @@ def test_eval_split_and_epoch_order_keep_prompts_together(small):
     group_of = {p: g for g, members in enumerate(groups) for p in members}
     runs = [group_of[p] for p in order]
     assert sum(a != b for a, b in zip(runs, runs[1:])) <= len(groups)  # each prompt's pairs form one run
+
+
+LOSS_TYPES = ["hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+              "apo_zero", "apo_down", "discopop", "sigmoid_norm", "sft", "[sigmoid, sft]"]
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_every_dpo_loss_type_trains_from_the_dpo_recipe(loss_type, tmp_path):
+    """recipes/dpo.yaml with `loss_type=...` (TRL's names) trains and its held-out loss goes down."""
+    extra = ["label_smoothing=0.1"] if loss_type in ("exo_pair", "robust") else []
+    if loss_type == "[sigmoid, sft]":
+        extra.append("loss_weights=[1.0, 0.5]")
+    cfg = load_config(RECIPES / "dpo.yaml", [f"loss_type={loss_type}", *extra, f"run_dir={tmp_path / 'run'}",
+                                             "max_steps=6", "limit=32", "micro_batch_size=4", "max_length=64",
+                                             "max_prompt_length=32", "tensorboard=false", "progress=false",
+                                             "eval_fraction=0.25", "eval_batch_size=8"])
+    result = train(cfg)
+    before, after = result.eval_before["eval/loss"], result.eval_after["eval/loss"]
+    assert math.isfinite(after) and after < before, (before, after)
+
+
+def test_rpo_adds_the_chosen_nll(tmp_path):
+    cfg = load_config(RECIPES / "rpo.yaml", [f"run_dir={tmp_path / 'run'}", "max_steps=6", "limit=32",
+                                             "micro_batch_size=4", "max_length=64", "max_prompt_length=32",
+                                             "tensorboard=false", "progress=false", "eval_fraction=0.25"])
+    assert cfg.params.rpo_alpha == 1.0
+    result = train(cfg)
+    before, after = result.eval_before["eval/loss"], result.eval_after["eval/loss"]
+    assert after < before and before > math.log(2)  # log 2 plus the chosen NLL at step 0

@@ -1,5 +1,5 @@
 """The controlled-sentiment pipeline of the TDPO paper (Zeng et al. 2024, arXiv 2404.11999, Sec. 5, Fig. 3;
-shared reference testbeds.md §2): SFT reference -> k samples per review prefix -> classifier-labelled pairs ->
+docs/architecture.md, testbeds/): SFT reference -> k samples per review prefix -> classifier-labelled pairs ->
 DPO / TDPO1 / TDPO2 (+ f-DPO forward KL, SimPO) over a beta (and alpha) sweep -> reward and KL of each policy's
 samples on test prefixes.
 
@@ -51,6 +51,7 @@ from alignlab.assets import load_model, load_tokenizer
 from alignlab.diagnostics.diversity import distinct_n, mean_token_entropy
 from alignlab.diagnostics.generation import generate
 from alignlab.errors import AlignlabError, ConfigError
+from alignlab.losses.registry import get_method
 from alignlab.testbeds.sentiment.corpus import load_reviews, review_prefix, write_dataset
 from alignlab.testbeds.sentiment.frontier import compare_frontiers, pareto_front, plot_frontier, plot_seqkl
 from alignlab.testbeds.sentiment.models import (
@@ -63,6 +64,12 @@ from alignlab.train import load_config, train
 from alignlab.train.metrics import read_metrics
 
 METHODS = ("dpo", "tdpo1", "tdpo2", "fdpo", "simpo")
+SEQKL_FIGURE_METHODS = ("dpo", "tdpo1", "tdpo2")  # the panels of the TDPO paper's Figure 3b-d
+
+
+def _has_key(method: str, key: str) -> bool:
+    """Whether `method`'s registry hyper-parameters include recipe key `key` (what a sweep may set for it)."""
+    return key in get_method(method).param_keys()
 SYNTHETIC = "synthetic"
 TINY_POLICY = "tiny"
 PAIR_RULE = "max_vs_min"
@@ -127,7 +134,8 @@ class SentimentConfig:
         for name, values in (("betas", self.betas), ("simpo_betas", self.simpo_betas)):
             if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a non-empty list of numbers > 0")
-        if "tdpo2" in self.methods and (not self.alphas or any(not 0 < a <= 10 for a in self.alphas)):
+        sweeps_alpha = any(_has_key(m, "tdpo_alpha") for m in self.methods)
+        if sweeps_alpha and (not self.alphas or any(not 0 < a <= 10 for a in self.alphas)):
             raise ConfigError("--alphas must be a non-empty list of numbers in (0, 10] (TDPO2's alpha)")
         if self.vocab_size < 300:
             raise ConfigError(f"--vocab-size must be >= 300 (bytes + specials + merges); got {self.vocab_size}")
@@ -137,9 +145,10 @@ class SentimentConfig:
         """(method, beta, alpha) of every run, in sweep order (alpha only for TDPO2)."""
         grid: list[tuple[str, float, float | None]] = []
         for method in self.methods:
-            betas = self.simpo_betas if method == "simpo" else self.betas
+            # a target-margin method (SimPO) has its own beta scale (its paper's 2.0 against DPO's 0.1)
+            betas = self.simpo_betas if _has_key(method, "simpo_gamma") else self.betas
             for beta in betas:
-                for alpha in (self.alphas if method == "tdpo2" else (None,)):
+                for alpha in (self.alphas if _has_key(method, "tdpo_alpha") else (None,)):
                     grid.append((method, float(beta), None if alpha is None else float(alpha)))
         return grid
 
@@ -413,11 +422,11 @@ def train_and_evaluate(cfg: SentimentConfig, assets: Assets, pairs: Path, out: P
                             "micro_batch_size": cfg.batch_size, "max_steps": cfg.steps, "learning_rate": cfg.lr,
                             "beta": beta, "max_length": 64 + cfg.max_new_tokens + 8, "max_prompt_length": 64,
                             "eval_fraction": 0.1, "eval_steps": cfg.eval_steps}
-    if method == "tdpo2":
+    if alpha is not None:
         base["tdpo_alpha"] = alpha
-    if method == "fdpo":
-        base["fdpo_divergence"] = "forward_kl"
-    if method == "simpo":
+    if _has_key(method, "fdpo_divergence"):
+        base["fdpo_divergence"] = "forward_kl"  # the TDPO paper's f-DPO baseline
+    if _has_key(method, "simpo_gamma"):
         base["simpo_gamma"] = beta / 4  # SimPO's gamma / beta = 0.25
     if cfg.checkpoints:
         base.update(save_steps=cfg.steps // (cfg.checkpoints + 1), save_total_limit=None)
@@ -469,7 +478,7 @@ def seqkl_curves(runs: Sequence[dict[str, Any]], which: str) -> tuple[dict, floa
 
     which: "chosen", "rejected" or "margin" (K(rejected) - K(chosen)); panels forward and reverse SeqKL.
     """
-    eligible = [r for r in runs if r["method"] in ("dpo", "tdpo1", "tdpo2") and r["seqkl"]]
+    eligible = [r for r in runs if r["method"] in SEQKL_FIGURE_METHODS and r["seqkl"]]
     if not eligible:
         return {}, None
     beta = min({r["beta"] for r in eligible}, key=lambda b: (abs(math.log(b / 0.1)), b))
