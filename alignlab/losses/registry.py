@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from alignlab.errors import ConfigError
+from alignlab.losses.cpo import cpo_loss
 from alignlab.losses.dpo import dpo_loss
 from alignlab.losses.fdpo import fdpo_loss
 from alignlab.losses.ift import ift_loss
@@ -183,6 +184,28 @@ class SimPOParams(Params):
 
 
 @dataclass(frozen=True)
+class CPOParams(BetaParams):
+    """CPO (alignlab.losses.cpo): loss_type sigmoid, hinge, ipo or simpo; cpo_alpha weighs the chosen NLL."""
+
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    simpo_gamma: float = 0.5
+    cpo_alpha: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        _check(isinstance(self.loss_type, str), "loss_type", "one name for method cpo", self.loss_type)
+        one, zero = torch.ones(1), torch.zeros(1)
+        try:  # the loss function's own checks on a dry run
+            _cpo(PairStats(zero, zero, one, one), self)
+        except ValueError as exc:
+            raise ConfigError(f"method 'cpo': {exc}") from None
+
+    def inactive(self) -> dict[str, str]:
+        return {} if self.loss_type == "simpo" else {"simpo_gamma": "loss_type: simpo"}
+
+
+@dataclass(frozen=True)
 class ORPOParams(Params):
     orpo_lambda: float = 0.1
     orpo_nll_normalization: str = "sequence_mean"  # the paper's per-sequence mean (alignlab/losses/orpo.py)
@@ -296,6 +319,15 @@ def _orpo(s: PairStats, p: ORPOParams) -> LossOutput:
     return out
 
 
+def _cpo(s: PairStats, p: CPOParams) -> LossOutput:
+    out = LossOutput(*cpo_loss(s.chosen_logps, s.rejected_logps, s.chosen_lengths, s.rejected_lengths, beta=p.beta,
+                               loss_type=p.loss_type, label_smoothing=p.label_smoothing, simpo_gamma=p.simpo_gamma,
+                               cpo_alpha=p.cpo_alpha, total_chosen_tokens=s.step_chosen_tokens,
+                               total_pairs=s.step_pairs))
+    out.metrics["cpo/nll"] = (-s.chosen_logps.detach() / s.chosen_lengths.clamp(min=1))
+    return out
+
+
 def _sft(s: SequenceStats, p: SFTParams) -> LossOutput:
     if p.sft_normalization == "token_mean":
         return LossOutput(-s.logps)  # the caller divides by the step's global token count (normaliser "tokens")
@@ -356,6 +388,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("tdpo1", "TDPO1, arXiv 2404.11999 Eq. 19", BetaParams, _tdpo("tdpo1"), **_TDPO),
     Method("tdpo2", "TDPO2, arXiv 2404.11999 Eq. 20", TDPO2Params, _tdpo("tdpo2"), **_TDPO),
     Method("simpo", "SimPO, arXiv 2405.14734 Eq. 6", SimPOParams, _simpo),
+    Method("cpo", "CPO, arXiv 2401.08417 Eq. 3, 5", CPOParams, _cpo,
+           needs_step_chosen_tokens=lambda p: p.cpo_alpha > 0),
     Method("orpo", "ORPO, arXiv 2403.07691 Eq. 6-8", ORPOParams, _orpo,
            needs_step_chosen_tokens=lambda p: p.orpo_nll_normalization == "batch_token_mean"),
 )}

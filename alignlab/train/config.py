@@ -81,9 +81,10 @@ class TrainConfig:
     # method hyper-parameters: null is the method's default (alignlab.losses.registry, the papers' values);
     # each applies only to the methods whose record lists it
     beta: float | None = _key(None, "beta")
-    loss_type: str | list | None = _key(None, "DPO loss type, or a list of them (TRL's names: sigmoid, hinge, ipo, "
-                                        "exo_pair, nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, "
-                                        "apo_zero, apo_down, discopop, sigmoid_norm, sft)")
+    loss_type: str | list | None = _key(None, "loss type (TRL's names); dpo: sigmoid, hinge, ipo, exo_pair, "
+                                        "nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, "
+                                        "apo_down, discopop, sigmoid_norm, sft, or a list of them; cpo: sigmoid, "
+                                        "hinge, ipo, simpo")
     loss_weights: list | None = _key(None, "weights of a loss_type list (default: all 1)")
     rpo_alpha: float | None = _key(None, "RPO: adds alpha x the chosen responses' token-mean NLL to DPO")
     discopop_tau: float | None = _key(None, "discopop loss type's temperature")
@@ -94,6 +95,7 @@ class TrainConfig:
     tdpo_alpha: float | None = _key(None, "TDPO2 alpha (scales the KL difference)")
     simpo_gamma: float | None = _key(None, "SimPO target margin gamma (absolute; gamma/beta = 0.25 at beta 2)")
     orpo_lambda: float | None = _key(None, "ORPO lambda")
+    cpo_alpha: float | None = _key(None, "CPO: weight of the chosen responses' token-mean NLL")
     orpo_nll_normalization: str | None = _key(None, "ORPO NLL term: sequence_mean (the paper) or "
                                                     "batch_token_mean (TRL, official code)")
     sft_normalization: str | None = _key(None, "SFT loss normalisation: sum, seq_mean or token_mean")

@@ -62,7 +62,7 @@ def test_records_route_to_the_papers_losses():
 
 def test_keys_apply_where_the_records_say():
     assert methods_with_key("tdpo_alpha") == ("tdpo2",)
-    assert set(methods_with_key("beta")) == {"dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo"}
+    assert set(methods_with_key("beta")) == {"dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "cpo"}
     assert set(METHOD_KEYS) == {k for m in METHODS.values() for k in m.param_keys()}
     for name, method in METHODS.items():
         others = [k for k in METHOD_KEYS if k not in method.param_keys()]

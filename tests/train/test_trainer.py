@@ -14,7 +14,7 @@ from alignlab.train import checkpoint as ckpt
 from alignlab.train.metrics import read_metrics
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-METHODS = ["sft", "ift", "dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "orpo"]
+METHODS = ["sft", "ift", "dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "orpo", "cpo"]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -41,7 +41,8 @@ def _grads(cfg_dict):
 
 @pytest.mark.parametrize("method,extra", [("dpo", {}), ("tdpo2", {}), ("simpo", {}),
                                           ("sft", {"sft_normalization": "token_mean"}), ("ift", {}),
-                                          ("orpo", {"orpo_nll_normalization": "batch_token_mean"})])
+                                          ("orpo", {"orpo_nll_normalization": "batch_token_mean"}),
+                                          ("cpo", {})])
 def test_batch_8x1_equals_4x2(method, extra, small):
     g1, t1 = _grads(small(method, micro_batch_size=8, gradient_accumulation_steps=1, **extra))
     g2, t2 = _grads(small(method, micro_batch_size=4, gradient_accumulation_steps=2, **extra))
