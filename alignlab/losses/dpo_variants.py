@@ -196,5 +196,42 @@ class BCORewardMean:
         return self.mean
 
 
+def length_desensitized_logps(chosen_token_logps: Tensor, rejected_token_logps: Tensor, chosen_mask: Tensor,
+                              rejected_mask: Tensor, *, alpha: float) -> tuple[Tensor, Tensor]:
+    """LD-DPO (Liu et al. 2024, "Length Desensitization in Direct Preference Optimization", arXiv 2409.06411, as
+    TRL's `ld_alpha`): per-pair sums where the tokens of either response past the shorter one's length count
+    alpha times.
+
+    token log-probs and masks [B, T] (mask: scored positions; response tokens in order) -> two [B] sums,
+    shared + alpha * tail, shared = the first min(n_c, n_r) response tokens of each side."""
+    positions_c, positions_r = chosen_mask.cumsum(-1), rejected_mask.cumsum(-1)  # 1-based response position
+    shared = torch.minimum(chosen_mask.sum(-1), rejected_mask.sum(-1)).unsqueeze(-1)
+
+    def ld_sum(token_logps: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        head = (mask & (positions <= shared)).to(token_logps.dtype)
+        tail = (mask & (positions > shared)).to(token_logps.dtype)
+        return (token_logps * head).sum(-1) + alpha * (token_logps * tail).sum(-1)
+
+    return ld_sum(chosen_token_logps, chosen_mask, positions_c), ld_sum(rejected_token_logps, rejected_mask, positions_r)
+
+
+def wpo_weights(chosen_logps: Tensor, chosen_log_sum_sq: Tensor, chosen_lengths: Tensor, rejected_logps: Tensor,
+                rejected_log_sum_sq: Tensor, rejected_lengths: Tensor, *, loss_type: str | list = "sigmoid") -> Tensor:
+    """WPO (Zhou et al. 2024, arXiv 2406.11827, Eq. 2, as TRL's `use_weighting`): each pair's loss is weighted by
+    w_c w_r, w = exp(mean_t [log pi(y_t) - log sum_v pi(v)^2]) over the response tokens, without gradient.
+
+    [B] summed log-probs, summed log sum_v pi^2 and token counts of each side -> [B] weights. Not defined for aot
+    and aot_unpaired, whose entries are sorted across the batch (TRL refuses the combination too)."""
+    names = [loss_type] if isinstance(loss_type, str) else list(loss_type)
+    if any(name in ("aot", "aot_unpaired") for name in names):
+        raise ValueError("use_weighting (WPO) is not defined for loss types 'aot' / 'aot_unpaired', which sort the "
+                         "batch")
+    with torch.no_grad():
+        w_c = torch.exp((chosen_logps - chosen_log_sum_sq) / chosen_lengths.clamp(min=1))
+        w_r = torch.exp((rejected_logps - rejected_log_sum_sq) / rejected_lengths.clamp(min=1))
+    return (w_c * w_r).detach()
+
+
 __all__ = ["LABEL_SMOOTHED", "LOSS_FUNCTIONS", "LOSS_TYPES", "NEEDS_BOTH_LENGTHS", "NEEDS_CHOSEN_LENGTHS",
-           "NEEDS_LABEL_SMOOTHING", "READS_LENGTHS_IF_GIVEN", "BCORewardMean", "VariantInputs"]
+           "NEEDS_LABEL_SMOOTHING", "READS_LENGTHS_IF_GIVEN", "BCORewardMean", "VariantInputs",
+           "length_desensitized_logps", "wpo_weights"]

@@ -21,6 +21,7 @@ from torch import Tensor
 from alignlab.errors import ConfigError
 from alignlab.losses.cpo import cpo_loss
 from alignlab.losses.dpo import dpo_loss
+from alignlab.losses.dpo_variants import length_desensitized_logps, wpo_weights
 from alignlab.losses.fdpo import fdpo_loss
 from alignlab.losses.ift import ift_loss
 from alignlab.losses.orpo import NLL_NORMALIZATIONS as ORPO_NLL_NORMALIZATIONS
@@ -46,10 +47,20 @@ class PairStats:
     ref_rejected_logps: Tensor | None = None
     chosen_kl: Tensor | None = None
     rejected_kl: Tensor | None = None
-    # the whole optimizer step's chosen response tokens and pairs, over every micro-batch and rank (methods with
+    # the optimizer step's chosen response tokens and pairs, over every micro-batch and rank (methods with
     # needs_step_chosen_tokens): a token mean over the step, kept exact under gradient accumulation
     step_chosen_tokens: float | None = None
     step_pairs: float | None = None
+    # per-token statistics [B, T-1], for methods whose extra_stats ask for them: log-probs of the policy (with
+    # gradient) and the reference, the scored-position masks, and sum_t log sum_v pi(v|s_t)^2 [B] (no gradient)
+    chosen_token_logps: Tensor | None = None
+    rejected_token_logps: Tensor | None = None
+    ref_chosen_token_logps: Tensor | None = None
+    ref_rejected_token_logps: Tensor | None = None
+    chosen_mask: Tensor | None = None
+    rejected_mask: Tensor | None = None
+    chosen_log_sum_sq: Tensor | None = None
+    rejected_log_sum_sq: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,8 @@ class DPOParams(BetaParams):
     label_smoothing: float = 0.0
     rpo_alpha: float | None = None
     discopop_tau: float = 0.05
+    use_weighting: bool = False
+    ld_alpha: float | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -124,11 +137,22 @@ class DPOParams(BetaParams):
             raise ConfigError(f"config key 'loss_weights' must be a list of numbers; got {self.loss_weights!r}")
         if self.loss_weights is not None and isinstance(self.loss_type, str):
             raise ConfigError("config key 'loss_weights' weighs a list of loss_type names; loss_type is one name")
-        one, zero = torch.ones(1), torch.zeros(1)
+        if self.ld_alpha is not None:
+            _check(0.0 <= self.ld_alpha <= 1.0, "ld_alpha", "in [0, 1]", self.ld_alpha)
+        one, zero, row = torch.ones(1), torch.zeros(1), torch.zeros(1, 1)
+        mask = torch.ones(1, 1, dtype=torch.bool)
         try:  # the loss function's own checks (names, label smoothing per type, ...) on a dry run
-            _dpo(PairStats(zero, zero, one, one, zero, zero), self)
+            _dpo(PairStats(zero, zero, one, one, zero, zero, None, None, None, None, row, row, row, row, mask, mask,
+                           zero, zero), self)
         except ValueError as exc:
             raise ConfigError(f"method 'dpo': {exc}") from None
+
+    def extra_stats(self) -> frozenset[str]:
+        return frozenset((["token_logps"] if self.ld_alpha is not None else [])
+                         + (["log_sum_sq"] if self.use_weighting else []))
+
+    def online_ref_reason(self) -> str | None:
+        return "ld_alpha needs the reference's per-token log-probs" if self.ld_alpha is not None else None
 
 
 @dataclass(frozen=True)
@@ -265,11 +289,21 @@ def _margins(s: PairStats) -> tuple[Tensor, Tensor]:
 
 
 def _dpo(s: PairStats, p: DPOParams) -> LossOutput:
-    return LossOutput(*dpo_loss(s.chosen_logps, s.rejected_logps, s.ref_chosen_logps, s.ref_rejected_logps,
-                                beta=p.beta, label_smoothing=p.label_smoothing, loss_type=p.loss_type,
-                                loss_weights=p.loss_weights, chosen_lengths=s.chosen_lengths,
-                                rejected_lengths=s.rejected_lengths, discopop_tau=p.discopop_tau,
-                                rpo_alpha=p.rpo_alpha))
+    chosen, rejected, ref_chosen, ref_rejected = s.chosen_logps, s.rejected_logps, s.ref_chosen_logps, s.ref_rejected_logps
+    if p.ld_alpha is not None:  # LD-DPO: the longer response's tokens past the shorter's length count alpha times
+        chosen, rejected = length_desensitized_logps(s.chosen_token_logps, s.rejected_token_logps, s.chosen_mask,
+                                                     s.rejected_mask, alpha=p.ld_alpha)
+        ref_chosen, ref_rejected = length_desensitized_logps(s.ref_chosen_token_logps, s.ref_rejected_token_logps,
+                                                             s.chosen_mask, s.rejected_mask, alpha=p.ld_alpha)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(
+        chosen, rejected, ref_chosen, ref_rejected, beta=p.beta, label_smoothing=p.label_smoothing,
+        loss_type=p.loss_type, loss_weights=p.loss_weights, chosen_lengths=s.chosen_lengths,
+        rejected_lengths=s.rejected_lengths, chosen_nll=-s.chosen_logps, discopop_tau=p.discopop_tau,
+        rpo_alpha=p.rpo_alpha)
+    if p.use_weighting:
+        losses = losses * wpo_weights(s.chosen_logps, s.chosen_log_sum_sq, s.chosen_lengths, s.rejected_logps,
+                                      s.rejected_log_sum_sq, s.rejected_lengths, loss_type=p.loss_type)
+    return LossOutput(losses, chosen_rewards, rejected_rewards)
 
 
 def _cdpo(s: PairStats, p: CDPOParams) -> LossOutput:
@@ -359,6 +393,7 @@ class Method:
     needs_token_kl: bool = False
     precomputable_ref: bool = False
     needs_token_logps: bool = False
+    extra_stats: Callable[[Any], frozenset[str]] = lambda params: getattr(params, "extra_stats", frozenset)()
     mixes_inputs: bool = False
     keeps_dropout: bool = False
     token_normalised: Callable[[Any], bool] = lambda params: False

@@ -284,7 +284,7 @@ def unwrap_trunk(trunk: nn.Module) -> Trunk:
 def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *,
                    ref: Trunk | None = None, inputs_embeds: Tensor | None = None, chunked: bool = True,
                    chunk_size: int = 1024, kl: bool = False, reverse_kl: bool = False, entropy: bool = False,
-                   token_logps: bool = False) -> SequenceStats:
+                   token_logps: bool = False, log_sum_sq: bool = False) -> SequenceStats:
     """Per-sequence statistics of a batch under a Trunk (possibly DDP-wrapped) and optionally a reference Trunk.
 
     input_ids, attention_mask, labels [B, T] (HF-aligned labels, -100 where not scored); inputs_embeds [B, T, H]
@@ -306,7 +306,7 @@ def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
         kwargs.update(ref_head.ops_kwargs("ref_"))
     fn = chunked_sequence_stats if chunked else plain_sequence_stats
     return fn(hidden, labels=labels, chunk_size=chunk_size, kl=kl, reverse_kl=reverse_kl, entropy=entropy,
-              return_token_logps=token_logps, **kwargs)
+              return_token_logps=token_logps, log_sum_sq=log_sum_sq, **kwargs)
 
 
 @torch.no_grad()

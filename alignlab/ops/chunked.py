@@ -36,7 +36,9 @@ class SequenceStats:
     """Per-sequence statistics over scored positions; every field is [B] except `token_logps` [B, T-1].
 
     `kl` is the forward sum_t KL(pi_ref || pi_theta), `reverse_kl` the reverse sum_t KL(pi_theta || pi_ref),
-    `entropy` the sum of the policy's predictive entropy (nats); fields not requested are None.
+    `entropy` the sum of the policy's predictive entropy (nats), `log_sum_sq` the sum_t log sum_v pi(v | s_t)^2
+    (WPO's weights, arXiv 2406.11827 Eq. 2); `ref_token_logps` [B, T-1] the reference's per-token log-probs;
+    fields not requested are None.
     """
 
     logps: Tensor
@@ -46,6 +48,8 @@ class SequenceStats:
     reverse_kl: Tensor | None = None
     entropy: Tensor | None = None
     token_logps: Tensor | None = None
+    ref_token_logps: Tensor | None = None
+    log_sum_sq: Tensor | None = None
 
 
 def head_logits(h: Tensor, weight: Tensor, bias: Tensor | None = None, scale: float = 1.0,
@@ -84,11 +88,11 @@ class _LinearTokenStats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, chunk_size, want, transform):
-        want_kl, want_rkl, want_ent = want
+        want_kl, want_rkl, want_ent, want_lss = want
         scale, softcap, ref_scale, ref_softcap = transform
         n = hidden.shape[0]
         zeros = hidden.new_zeros(n, dtype=_stat_dtype(hidden))
-        lp, kl, ref_lp, ent, rkl = (zeros.clone() for _ in range(5))
+        lp, kl, ref_lp, ent, rkl, lss = (zeros.clone() for _ in range(6))
         has_ref = ref_hidden is not None
         # Each [chunk, V] pass costs about a third of the chunk's matmul on a CPU, so the statistics are written
         # to need as few full-width passes as possible: log-probs from a gather and the logsumexp (no log_softmax
@@ -99,6 +103,8 @@ class _LinearTokenStats(torch.autograd.Function):
             z = head_logits(hidden[s:e], weight, bias, scale, softcap)
             lse = torch.logsumexp(z, dim=-1)
             lp[s:e] = z.gather(-1, y).squeeze(-1) - lse
+            if want_lss:  # log sum_v p_v^2 = logsumexp(2 z) - 2 lse
+                lss[s:e] = torch.logsumexp(2.0 * z, dim=-1) - 2.0 * lse
             if want_ent or want_rkl:
                 p = torch.softmax(z, dim=-1)
                 if want_ent:
@@ -120,11 +126,11 @@ class _LinearTokenStats(torch.autograd.Function):
         device_type = hidden.device.type
         # backward recomputes the tiles: under the same autocast as forward, so gradients match the loss exactly
         ctx.autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-        ctx.mark_non_differentiable(ref_lp, ent, rkl)
-        return lp, kl, ref_lp, ent, rkl
+        ctx.mark_non_differentiable(ref_lp, ent, rkl, lss)
+        return lp, kl, ref_lp, ent, rkl, lss
 
     @staticmethod
-    def backward(ctx, g_lp, g_kl, _g_ref, _g_ent, _g_rkl):
+    def backward(ctx, g_lp, g_kl, _g_ref, _g_ent, _g_rkl, _g_lss):
         if ctx.autocast is None:
             return _LinearTokenStats._backward(ctx, g_lp, g_kl)
         with torch.autocast(ctx.saved_tensors[0].device.type, dtype=ctx.autocast):
@@ -211,6 +217,7 @@ def chunked_sequence_stats(
     reverse_kl: bool = False,
     entropy: bool = False,
     return_token_logps: bool = False,
+    log_sum_sq: bool = False,
 ) -> SequenceStats:
     """Per-sequence statistics from hidden states, never holding more than one [chunk_size, V] tile.
 
@@ -229,8 +236,8 @@ def chunked_sequence_stats(
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(mask)[mask]
     h = _flatten_scored(hidden, mask)
     h_ref = _flatten_scored(ref_hidden, mask) if ref_hidden is not None else None
-    lp, tok_kl, ref_lp, ent, rkl = _LinearTokenStats.apply(
-        h, weight, bias, targets[mask], h_ref, ref_weight, ref_bias, chunk_size, (kl, reverse_kl, entropy),
+    lp, tok_kl, ref_lp, ent, rkl, lss = _LinearTokenStats.apply(
+        h, weight, bias, targets[mask], h_ref, ref_weight, ref_bias, chunk_size, (kl, reverse_kl, entropy, log_sum_sq),
         (float(scale), softcap, float(ref_scale), ref_softcap),
     )
     batch = labels.shape[0]
@@ -238,9 +245,9 @@ def chunked_sequence_stats(
     def per_row(x: Tensor) -> Tensor:
         return torch.zeros(batch, dtype=x.dtype, device=x.device).index_add(0, rows, x)
 
-    token_lp = None
-    if return_token_logps:
-        token_lp = torch.zeros(mask.shape, dtype=lp.dtype, device=lp.device).masked_scatter(mask, lp)
+    def per_token(x: Tensor) -> Tensor:
+        return torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_scatter(mask, x)
+
     has_ref = ref_hidden is not None
     return SequenceStats(
         logps=per_row(lp),
@@ -249,7 +256,9 @@ def chunked_sequence_stats(
         kl=per_row(tok_kl) if kl else None,
         reverse_kl=per_row(rkl) if reverse_kl else None,
         entropy=per_row(ent) if entropy else None,
-        token_logps=token_lp,
+        token_logps=per_token(lp) if return_token_logps else None,
+        ref_token_logps=per_token(ref_lp) if return_token_logps and has_ref else None,
+        log_sum_sq=per_row(lss) if log_sum_sq else None,
     )
 
 
@@ -272,6 +281,7 @@ def plain_sequence_stats(
     reverse_kl: bool = False,
     entropy: bool = False,
     return_token_logps: bool = False,
+    log_sum_sq: bool = False,
 ) -> SequenceStats:
     """The reference for `chunked_sequence_stats` (same signature; `chunk_size` unused): full [B, T, V] logits."""
     if (kl or reverse_kl) and ref_hidden is None:
@@ -284,7 +294,9 @@ def plain_sequence_stats(
     if ref_hidden is not None:
         with torch.no_grad():
             ref_logits = head_logits(ref_hidden, ref_weight, ref_bias, ref_scale, ref_softcap)
-            out.ref_logps = token_logps(ref_logits, labels, ignore_index=ignore_index)[0].sum(-1)
+            ref_lp, _ = token_logps(ref_logits, labels, ignore_index=ignore_index)
+            out.ref_logps = ref_lp.sum(-1)
+            out.ref_token_logps = ref_lp if return_token_logps else None
         if kl:
             out.kl = (token_kl(logits[:, :-1], ref_logits[:, :-1], direction="ref||policy") * mask).sum(-1)
         if reverse_kl:
@@ -294,6 +306,10 @@ def plain_sequence_stats(
     if entropy:
         with torch.no_grad():
             out.entropy = sequence_entropy(logits, labels, ignore_index=ignore_index, average=False)
+    if log_sum_sq:
+        with torch.no_grad():
+            log_p = torch.log_softmax(logits[:, :-1], dim=-1)
+            out.log_sum_sq = (torch.logsumexp(2.0 * log_p, dim=-1) * mask).sum(-1)
     return out
 
 

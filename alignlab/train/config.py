@@ -88,6 +88,10 @@ class TrainConfig:
     loss_weights: list | None = _key(None, "weights of a loss_type list (default: all 1)")
     rpo_alpha: float | None = _key(None, "RPO: adds alpha x the chosen responses' token-mean NLL to DPO")
     discopop_tau: float | None = _key(None, "discopop loss type's temperature")
+    use_weighting: bool | None = _key(None, "WPO: weigh each pair by its length-normalised probabilities (arXiv "
+                                      "2406.11827)")
+    ld_alpha: float | None = _key(None, "LD-DPO: weight in [0, 1] of the tokens past the shorter response's length "
+                                  "(arXiv 2409.06411)")
     label_smoothing: float | None = _key(None, "label smoothing epsilon in [0, 0.5) (cdpo: in (0, 0.5))")
     ipo_normalize: bool | None = _key(None, "IPO on mean token log-ratios (TRL, the IPO paper) rather than sums")
     fdpo_divergence: str | None = _key(None, "f-DPO divergence: reverse_kl, forward_kl, js or alpha")
@@ -215,6 +219,9 @@ class TrainConfig:
             raise ConfigError(f"config key 'precompute_ref_logps' applies to methods with a reference "
                               f"({'/'.join(n for n, m in METHOD_RECORDS.items() if m.precomputable_ref)}), "
                               f"not '{self.method}'")
+        online = getattr(params, "online_ref_reason", lambda: None)()
+        if self.precompute_ref_logps and online:
+            raise ConfigError(f"precompute_ref_logps: {online}; drop one of the two keys")
         if self.ref_model is not None and not method.needs_ref:
             raise ConfigError(f"config key 'ref_model' applies to methods with a reference "
                               f"({'/'.join(n for n, m in METHOD_RECORDS.items() if m.needs_ref)}), not '{self.method}'")

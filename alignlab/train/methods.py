@@ -36,13 +36,15 @@ def _embeds(trunk: Trunk, input_ids: Tensor) -> Tensor:
 
 def sequence_stats(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, ref: Trunk | None = None,
                    kl: bool = False, reverse_kl: bool = False, entropy: bool = False,
-                   token_logps: bool = False, inputs_embeds: Tensor | None = None) -> TokenStats:
+                   token_logps: bool = False, log_sum_sq: bool = False,
+                   inputs_embeds: Tensor | None = None) -> TokenStats:
     """Per-sequence statistics of a batch under the policy (and the reference when given), via alignlab.models."""
     if inputs_embeds is None and cfg.resolved_freeze_input_embeddings:
         inputs_embeds = _embeds(trunk, batch["input_ids"])
     return models.sequence_stats(trunk, batch["input_ids"], batch["attention_mask"], batch["labels"], ref=ref,
                                  inputs_embeds=inputs_embeds, chunked=cfg.chunked_ops, chunk_size=cfg.chunk_size,
-                                 kl=kl, reverse_kl=reverse_kl, entropy=entropy, token_logps=token_logps)
+                                 kl=kl, reverse_kl=reverse_kl, entropy=entropy, token_logps=token_logps,
+                                 log_sum_sq=log_sum_sq)
 
 
 def _ranking_metrics(chosen: Tensor, rejected: Tensor, n_chosen: Tensor, n_rejected: Tensor) -> dict[str, Tensor]:
@@ -62,10 +64,12 @@ def pair_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Tru
     `eval_kl` also computes the forward and reverse sequence KL to the reference (for evaluation; methods that
     need the per-token KL always have it).
     """
-    method = cfg.method_record
+    method, params = cfg.method_record, cfg.params
+    extra = method.extra_stats(params)
     want_kl = method.needs_token_kl or (eval_kl and ref is not None)
     stats = sequence_stats(cfg, trunk, batch, ref=ref if ref_logps is None else None, kl=want_kl,
-                           reverse_kl=eval_kl and ref is not None)
+                           reverse_kl=eval_kl and ref is not None, token_logps="token_logps" in extra,
+                           log_sum_sq="log_sum_sq" in extra)
     b = batch["input_ids"].shape[0] // 2
     logps, lengths = stats.logps, stats.lengths
     if ref_logps is None:
@@ -74,8 +78,8 @@ def pair_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Tru
     pair = PairStats(logps[:b], logps[b:], lengths[:b], lengths[b:],
                      *((ref_logps[:b], ref_logps[b:]) if ref_logps is not None else (None, None)),
                      *((kl[:b], kl[b:]) if kl is not None else (None, None)),
-                     *(step_totals or (None, None)))
-    out = method.loss(pair, cfg.params)
+                     *(step_totals or (None, None)), *_token_fields(stats, batch["labels"], b))
+    out = method.loss(pair, params)
     metrics = _ranking_metrics(pair.chosen_logps.detach(), pair.rejected_logps.detach(), lengths[:b], lengths[b:])
     if pair.ref_chosen_logps is not None:
         margin_chosen = (pair.chosen_logps - pair.ref_chosen_logps).detach()
@@ -92,6 +96,18 @@ def pair_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Tru
     if stats.reverse_kl is not None:
         metrics["kl_reverse/chosen"], metrics["kl_reverse/rejected"] = stats.reverse_kl[:b], stats.reverse_kl[b:]
     return StepOutput(losses=out.losses, metrics=metrics, tokens=int(batch["attention_mask"].sum()))
+
+
+def _token_fields(stats: TokenStats, labels: Tensor, b: int) -> tuple:
+    """PairStats' per-token fields (policy and reference token log-probs, masks, log sum p^2), None where absent."""
+    mask = labels[:, 1:] != -100
+
+    def halves(x: Tensor | None) -> tuple:
+        return (x[:b], x[b:]) if x is not None else (None, None)
+
+    tokens = stats.token_logps is not None
+    return (*halves(stats.token_logps), *halves(stats.ref_token_logps), *halves(mask if tokens else None),
+            *halves(stats.log_sum_sq))
 
 
 def ift_lambda(p: IFTParams, step: int, generator: torch.Generator | None = None, *, noise: bool = True) -> float:

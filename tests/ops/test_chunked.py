@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from alignlab.ops import chunked_argmax, chunked_sequence_stats, plain_sequence_stats
 
-FIELDS = ("logps", "ref_logps", "kl", "reverse_kl", "entropy", "lengths", "token_logps")
+FIELDS = ("logps", "ref_logps", "kl", "reverse_kl", "entropy", "lengths", "token_logps", "ref_token_logps",
+          "log_sum_sq")
 
 
 def _problem(seed, batch=3, length=10, hidden=12, vocab=37, prompt=3, bias=False, dtype=torch.float32):
@@ -25,7 +26,7 @@ def _problem(seed, batch=3, length=10, hidden=12, vocab=37, prompt=3, bias=False
 
 def _run(fn, h, w, b, hr, wr, labels, chunk_size, coefs):
     s = fn(h, w, labels, bias=b, ref_hidden=hr, ref_weight=wr, kl=True, reverse_kl=True, entropy=True,
-           return_token_logps=True, chunk_size=chunk_size)
+           return_token_logps=True, log_sum_sq=True, chunk_size=chunk_size)
     # an arbitrary scalar of the differentiable outputs, with distinct per-row coefficients
     loss = (coefs[0] * s.logps).sum() + (coefs[1] * s.kl).sum() + (s.token_logps ** 2).sum() * 0.1
     params = [t for t in (h, w, b) if t is not None]
@@ -143,7 +144,7 @@ def test_chunked_matches_plain_with_head_transform(scale, softcap):
     for fn in (plain_sequence_stats, chunked_sequence_stats):
         s = fn(h, w, labels, bias=b, scale=scale, softcap=softcap, ref_hidden=hr, ref_weight=wr * 4,
                ref_scale=scale, ref_softcap=softcap, kl=True, reverse_kl=True, entropy=True,
-               return_token_logps=True, chunk_size=4)
+               return_token_logps=True, log_sum_sq=True, chunk_size=4)
         loss = (coefs[0] * s.logps).sum() + (coefs[1] * s.kl).sum() + (s.token_logps ** 2).sum() * 0.1
         out.append((s, torch.autograd.grad(loss, [h, w, b])))
     (plain, g_plain), (chunked, g_chunked) = out
@@ -191,3 +192,17 @@ def test_argmax_applies_the_softcap():
     hidden = torch.full((1, 1, 1), 200.0)  # logits 200 and 400: tanh(40) == tanh(80) == 1.0 in fp32
     assert int(chunked_argmax(hidden, weight)) == 1
     assert int(chunked_argmax(hidden, weight, softcap=5.0)) == 0
+
+
+def test_log_sum_sq_and_ref_token_logps_against_float64():
+    """WPO's log sum_v p_v^2 per token and the reference's per-token log-probs, from their definitions."""
+    h, w, _, hr, wr, labels = _problem(9, batch=2)
+    stats = chunked_sequence_stats(h.detach().double(), w.detach().double(), labels, ref_hidden=hr.double(),
+                                   ref_weight=wr.double(), log_sum_sq=True, return_token_logps=True, chunk_size=3)
+    p = torch.softmax(h.detach().double() @ w.detach().double().t(), -1)[:, :-1]
+    logq = torch.log_softmax(hr.double() @ wr.double().t(), -1)[:, :-1]
+    scored = labels[:, 1:] != -100
+    want_lss = (torch.log((p * p).sum(-1)) * scored).sum(-1)
+    want_ref = logq.gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1) * scored
+    torch.testing.assert_close(stats.log_sum_sq, want_lss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.ref_token_logps, want_ref, rtol=1e-12, atol=1e-12)

@@ -256,3 +256,13 @@ def test_rpo_adds_the_chosen_nll(tmp_path):
     result = train(cfg)
     before, after = result.eval_before["eval/loss"], result.eval_after["eval/loss"]
     assert after < before and before > math.log(2)  # log 2 plus the chosen NLL at step 0
+
+
+@pytest.mark.parametrize("extra", [["use_weighting=true"], ["ld_alpha=0.5"], ["use_weighting=true", "ld_alpha=0.3"]])
+def test_wpo_and_ld_dpo_train_from_the_dpo_recipe(extra, tmp_path):
+    cfg = load_config(RECIPES / "dpo.yaml", [*extra, f"run_dir={tmp_path / 'run'}", "max_steps=6", "limit=32",
+                                             "micro_batch_size=4", "max_length=64", "max_prompt_length=32",
+                                             "tensorboard=false", "progress=false", "eval_fraction=0.25"])
+    result = train(cfg)
+    before, after = result.eval_before["eval/loss"], result.eval_after["eval/loss"]
+    assert math.isfinite(after) and after < before, (before, after)
