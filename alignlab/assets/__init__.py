@@ -5,7 +5,7 @@ random weights; any other name or path goes to ``transformers`` ``from_pretraine
 """
 
 from alignlab.assets._cache import cache_dir
-from alignlab.assets.loading import load_model, load_tokenizer, resolve
+from alignlab.assets.loading import load_model, load_tokenizer, model_fingerprint, resolve
 from alignlab.assets.models import BUILTIN_MODELS, DEFAULT_MODEL, model_path
 from alignlab.assets.tokenizer import build_tokenizer, tokenizer_path
 
@@ -16,6 +16,7 @@ __all__ = [
     "cache_dir",
     "load_model",
     "load_tokenizer",
+    "model_fingerprint",
     "model_path",
     "resolve",
     "tokenizer_path",

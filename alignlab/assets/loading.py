@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from alignlab.assets.models import BUILTIN_MODELS, DEFAULT_MODEL, check_builtin, is_builtin, model_path
 from alignlab.assets.tokenizer import tokenizer_path
+from alignlab.cache import model_fingerprint as location_fingerprint
 from alignlab.errors import AlignlabError
 
 _BUILTIN_PREFIX = "alignlab/"
@@ -36,6 +37,12 @@ def resolve(name_or_path: str | None, *, seed: int = 0) -> str:
     if _is_builtin_like(name):
         check_builtin(name)
     return name
+
+
+def model_fingerprint(name_or_path: str | os.PathLike | None, *, seed: int = 0) -> str | None:
+    """``alignlab.cache.model_fingerprint`` of what ``name_or_path`` resolves to (a built-in: its directory for
+    ``seed``, built if missing), or None for a hub id with no local files."""
+    return location_fingerprint(resolve(name_or_path, seed=seed))
 
 
 def _load_error(what: str, name: str, exc: Exception) -> AlignlabError:

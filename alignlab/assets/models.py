@@ -23,8 +23,9 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from alignlab.assets._cache import build_atomically, cache_dir, content_key
+from alignlab.assets._cache import artefact_key, cache_dir
 from alignlab.assets.tokenizer import DEFAULT_VOCAB_SIZE, tokenizer_key, tokenizer_path
+from alignlab.cache import build_dir_atomically
 from alignlab.errors import AlignlabError
 
 DEFAULT_MODEL = "alignlab/tiny-llama"
@@ -115,7 +116,7 @@ def model_key(name: str, *, seed: int = 0, vocab_size: int = DEFAULT_VOCAB_SIZE)
     config: dict[str, Any] = _CONFIG_FACTORIES[name](vocab_size, 0, 0, 1).to_diff_dict()
     config.pop("transformers_version", None)
     payload = {"name": name, "config": config, "seed": seed, "tokenizer_key": tokenizer_key(vocab_size)}
-    return content_key(payload)
+    return artefact_key(payload)
 
 
 def model_path(name: str = DEFAULT_MODEL, *, seed: int = 0) -> Path:
@@ -150,4 +151,4 @@ def model_path(name: str = DEFAULT_MODEL, *, seed: int = 0) -> Path:
         if not (tmp / "config.json").is_file():
             raise RuntimeError(f"building {name} wrote no config.json to {tmp}")
 
-    return build_atomically(target, _build)
+    return build_dir_atomically(target, _build)

@@ -16,7 +16,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from alignlab.assets._cache import build_atomically, cache_dir, content_key
+from alignlab.assets._cache import artefact_key, cache_dir
+from alignlab.cache import build_dir_atomically
 
 EOS_TOKEN = "<|endoftext|>"
 BOS_TOKEN = EOS_TOKEN
@@ -49,7 +50,7 @@ def _tokenizer_params(vocab_size: int) -> dict[str, object]:
 def tokenizer_key(vocab_size: int = DEFAULT_VOCAB_SIZE) -> str:
     """Cache key of the tokenizer: hash of the corpus bytes, the training parameters and library versions."""
     payload = {"corpus_sha256": hashlib.sha256(corpus_bytes()).hexdigest(), **_tokenizer_params(vocab_size)}
-    return content_key(payload)
+    return artefact_key(payload)
 
 
 def build_tokenizer(vocab_size: int = DEFAULT_VOCAB_SIZE) -> PreTrainedTokenizerFast:
@@ -97,4 +98,4 @@ def tokenizer_path(vocab_size: int = DEFAULT_VOCAB_SIZE) -> Path:
     Directory of the offline tokenizer (``save_pretrained`` layout); trains and saves it if missing.
     """
     target = cache_dir() / "tokenizers" / f"bpe-{vocab_size}-{tokenizer_key(vocab_size)[:16]}"
-    return build_atomically(target, lambda tmp: build_tokenizer(vocab_size).save_pretrained(tmp))
+    return build_dir_atomically(target, lambda tmp: build_tokenizer(vocab_size).save_pretrained(tmp))

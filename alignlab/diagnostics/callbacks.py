@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from alignlab.cache import write_json_atomically
 from alignlab.diagnostics.flips import flip_groups
 from alignlab.diagnostics.ranking import ranking_accuracy
 from alignlab.errors import ConfigError
@@ -114,9 +114,7 @@ class FlipTracker(TrainerCallback):
         chosen, rejected = self.initial
         payload = {"seed": self.seed, "positions": self.positions, "chosen_logps": chosen.tolist(),
                    "rejected_logps": rejected.tolist()}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(payload), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomically(path, payload)
 
     def _load_baseline(self, trainer: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
         path = self._baseline_path(trainer)

@@ -16,21 +16,19 @@ of response tokens at a time ("chunked"), or as full logits ("logits", the plain
 
 Cache: `score_model` keys a Parquet file by (model fingerprint, data fingerprint, dtype, engine version) under
 `cache_dir() / "scores"`, written atomically (temporary file + rename), so plots and comparisons never rescore.
-- Model fingerprint: the resolved real path, the bytes of config.json / adapter_config.json, and the name, size
-  and mtime (ns) of every file in the model directory (for a LoRA adapter, also the base model's fingerprint).
-  Statting is O(1) in model size where hashing weights would read gigabytes; any rewrite of a weight file
-  changes its mtime, and a copied model is merely a cache miss. Hub ids use the snapshot directory of the local
-  Hugging Face cache (its path holds the commit hash); a model with no local files is scored without caching.
-- Data fingerprint: sha256 of every example's index, token ids, labels and alpha/votes, plus the tokenization
-  settings the caller passes (max_length, truncation, ...), so any change to the tokenized data is a miss.
+- Model fingerprint (alignlab.cache.model_fingerprint): the resolved real path, the bytes of config.json /
+  adapter_config.json, and the name, size and mtime (ns) of every file in the model directory (for a LoRA
+  adapter, also the base model's fingerprint); hub ids use the snapshot directory of the local Hugging Face
+  cache. A model with no local files is scored without caching.
+- Data fingerprint (alignlab.cache.data_fingerprint): sha256 of every example's index, token ids, labels and
+  alpha/votes, plus the tokenization settings the caller passes (max_length, truncation, ...), so any change
+  to the tokenized data is a miss.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +40,9 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from alignlab.assets import cache_dir, load_model, resolve
+from alignlab.assets import cache_dir, load_model, model_fingerprint
 from alignlab.assets.models import is_builtin
+from alignlab.cache import content_key, data_fingerprint, write_atomically
 from alignlab.diagnostics.votes import alphas_from_records, find_alpha_source
 from alignlab.errors import AlignlabError
 from alignlab.models import Trunk, score_batches
@@ -169,78 +168,11 @@ def compute_pair_scores(
 # fingerprints and the cache
 
 
-def _sha256_json(payload: Any) -> str:
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()
-
-
-def _dir_fingerprint(directory: Path, seen: set[str]) -> dict[str, Any]:
-    real = os.path.realpath(directory)
-    seen.add(real)
-    files = []
-    texts: dict[str, str] = {}
-    for entry in sorted(os.scandir(real), key=lambda e: e.name):
-        if not entry.is_file():
-            continue
-        stat = entry.stat()  # follows symlinks (Hugging Face snapshots link to blobs)
-        files.append([entry.name, stat.st_size, stat.st_mtime_ns])
-        if entry.name in ("config.json", "adapter_config.json"):
-            texts[entry.name] = hashlib.sha256(Path(entry.path).read_bytes()).hexdigest()
-    payload: dict[str, Any] = {"path": real, "files": files, "configs": texts}
-    adapter = Path(real) / "adapter_config.json"
-    if adapter.is_file():
-        try:
-            base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
-        except (OSError, json.JSONDecodeError):
-            base = None
-        if base and os.path.isdir(base) and os.path.realpath(base) not in seen:
-            payload["base"] = _dir_fingerprint(Path(base), seen)
-        else:
-            payload["base"] = base  # a hub id or a missing directory: only its name is known
-    return payload
-
-
-def model_fingerprint(name_or_path: str | os.PathLike, *, seed: int = 0) -> str | None:
-    """sha256 identifying a model's weights (module docstring), or None when it has no local files.
-
-    Built-in names resolve to their cached directory (whose name already holds the config and seed hash).
-    """
-    name = os.fspath(name_or_path)
-    resolved = resolve(name, seed=seed if is_builtin(name) else 0)
-    if os.path.isdir(resolved):
-        return _sha256_json({"model": _dir_fingerprint(Path(resolved), set())})
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(resolved, "config.json")
-    except ValueError:  # an invalid repo id (HFValidationError): not cacheable; loading reports the error
-        cached = None
-    if isinstance(cached, str):
-        return _sha256_json({"hub": resolved, "model": _dir_fingerprint(Path(cached).parent, set())})
-    return None
-
-
-def data_fingerprint(examples: Sequence[Mapping[str, Any]], settings: Mapping[str, Any] | None = None) -> str:
-    """sha256 of the tokenized examples (index, ids, labels, alpha, votes) and the tokenization settings."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(dict(settings or {}), sort_keys=True, default=str).encode("utf-8"))
-    for example in examples:
-        digest.update(b"|%d|" % int(example["index"]))
-        for key in ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"):
-            values = np.asarray(example[key], dtype=np.int64)
-            digest.update(b"%d:" % values.size)
-            digest.update(values.tobytes())
-        for key in ("alpha", "votes"):
-            if key in example:
-                digest.update(f"{key}={example[key]!r}".encode())
-    return digest.hexdigest()
-
-
 def score_cache_path(
     model_fp: str, data_fp: str, *, dtype: str, root: str | os.PathLike | None = None
 ) -> Path:
     """Where the scores of (model, data, dtype) live: <root or cache_dir()/scores>/<key>.parquet."""
-    key = _sha256_json({"model": model_fp, "data": data_fp, "dtype": dtype, "version": SCORES_VERSION})
+    key = content_key({"model": model_fp, "data": data_fp, "dtype": dtype, "version": SCORES_VERSION})
     base = Path(root) if root is not None else cache_dir() / "scores"
     return base / f"{key[:40]}.parquet"
 
@@ -256,24 +188,9 @@ def read_cached_scores(path: Path) -> PairScores | None:
 
 
 def write_cached_scores(path: Path, scores: PairScores, metadata: Mapping[str, Any]) -> Path:
-    """Write `scores` to `path` atomically (temporary file in the same directory, then rename)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AlignlabError(
-            f"cannot create score cache directory {path.parent}: {exc.strerror}; set ALIGNLAB_CACHE_DIR or "
-            "pass another cache directory"
-        ) from exc
+    """Write `scores` to `path` atomically (alignlab.cache.write_atomically: temporary file, then rename)."""
     table = scores.to_table().replace_schema_metadata({"alignlab": json.dumps(dict(metadata), default=str)})
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def load_scoring_model(

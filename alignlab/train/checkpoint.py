@@ -2,18 +2,17 @@
 
 A checkpoint holds the model in Hugging Face format (a peft adapter for LoRA runs unless merged weights are
 asked for), the tokenizer, `trainer_state.json` (step, epoch, data position, config) and `state/` (optimizer,
-scheduler and RNG states through accelerate's save_state, which also handles FSDP and DeepSpeed shards). The
-rename is the commit point: a crash mid-write leaves only a `.tmp-*` directory, never a half-written
-`checkpoint-<step>` for `--resume` to pick up.
+scheduler and RNG states through accelerate's save_state, which also handles FSDP and DeepSpeed shards). It is
+built by every process in one temporary directory and renamed into place (alignlab.cache.build_dir_atomically
+with the accelerator's barrier); the rename is the commit point: a crash mid-write leaves at most a `.tmp-*`
+directory, never a half-written `checkpoint-<step>` for `--resume` to pick up.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,31 +37,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def write_atomically(target: Path, write: Callable[[Path], None], *, is_main: bool = True,
-                     barrier: Callable[[], None] = lambda: None) -> Path:
-    """Call write(tmp_dir) on every process, then (main process) rename tmp_dir to target."""
-    tmp = target.parent / f".tmp-{target.name}"
-    if is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    barrier()
-    write(tmp)
-    barrier()
-    if is_main:
-        if target.exists():  # e.g. final/ of an earlier attempt: replace it only once the new one is complete
-            old = target.parent / f".old-{target.name}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    barrier()
-    return target
-
-
 def prune_checkpoints(run_dir: Path, keep: int | None) -> None:
     """Delete all but the newest `keep` checkpoints (None keeps all)."""
     if keep is None:
@@ -79,5 +53,4 @@ def read_state(directory: Path) -> dict[str, Any]:
     return json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
 
 
-__all__ = ["latest_checkpoint", "list_checkpoints", "prune_checkpoints", "read_state", "write_atomically",
-           "write_state"]
+__all__ = ["latest_checkpoint", "list_checkpoints", "prune_checkpoints", "read_state", "write_state"]

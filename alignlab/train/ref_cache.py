@@ -2,53 +2,36 @@
 
 The DPO-family losses see the reference only through S_ref(chosen) and S_ref(rejected), two floats per pair, so
 the reference model need not be resident during training. The cache file is keyed by a fingerprint of the
-reference model (its resolved location, config and weight files), the dtype and the tokenized examples (ids and
-labels, which capture the data, the tokenizer and the truncation settings), so it is reused across epochs,
+reference model (alignlab.cache.model_fingerprint: its resolved location, config and weight files, and for a LoRA
+adapter its base model), the dtype and the tokenized examples (alignlab.cache.data_fingerprint: ids and labels,
+which capture the data, the tokenizer and the truncation settings), so it is reused across epochs,
 resumes and runs, and never reused for anything else. TDPO needs the reference's full distribution at every
 token and cannot use this cache (config validation rejects the combination).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from alignlab.assets import resolve
+from alignlab.assets import model_fingerprint
+from alignlab.cache import content_key, write_atomically, write_json_atomically
 
-# Bump when the reference's log-probs change for the same model and examples (2: the output head's transform,
-# e.g. Gemma-2's soft-cap, is applied), so older cache files are not reused.
-REF_CACHE_VERSION = "2"
-
-
-def model_fingerprint(name_or_path: str, *, seed: int = 0) -> str:
-    """Resolved location + config.json + (name, size, mtime) of weight files; hub ids hash as their name."""
-    location = resolve(name_or_path, seed=seed)
-    h = hashlib.sha256(location.encode())
-    path = Path(location)
-    if path.is_dir():
-        for f in sorted(path.iterdir()):
-            if f.name == "config.json":
-                h.update(f.read_bytes())
-            elif f.suffix in (".safetensors", ".bin"):
-                st = f.stat()
-                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()
+# Bump when the reference's log-probs or the cache key change for the same model and examples, so older cache
+# files are not reused (2: the output head's transform, e.g. Gemma-2's soft-cap, is applied; 3: keys use
+# alignlab.cache's model and data fingerprints, LoRA-aware).
+REF_CACHE_VERSION = "3"
 
 
-def examples_fingerprint(examples: Sequence[dict[str, Any]]) -> str:
-    h = hashlib.sha256()
-    for ex in examples:
-        for key in ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"):
-            h.update(np.asarray(ex[key], dtype=np.int64).tobytes())
-            h.update(b"|")
-    return h.hexdigest()
+def reference_fingerprint(name_or_path: str, *, seed: int = 0) -> str:
+    """alignlab.cache.model_fingerprint of the resolved reference model (LoRA adapters include their base).
+
+    A hub id with no local files hashes as its name: loading downloads it, and later runs key by its snapshot.
+    """
+    return model_fingerprint(name_or_path, seed=seed) or content_key({"hub": name_or_path})
 
 
 def cached_reference_logps(
@@ -81,13 +64,10 @@ def cached_reference_logps(
         if pos:
             table[torch.tensor(pos)] = torch.tensor(values, dtype=torch.float64)
     if rank == 0:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(table, tmp)
-        os.replace(tmp, path)
-        (cache_dir / f"{fingerprint}.json").write_text(json.dumps({"n_examples": len(examples)}), encoding="utf-8")
+        write_atomically(path, lambda tmp: torch.save(table, tmp))
+        write_json_atomically(cache_dir / f"{fingerprint}.json", {"n_examples": len(examples)})
     barrier()
     return table, False
 
 
-__all__ = ["REF_CACHE_VERSION", "cached_reference_logps", "examples_fingerprint", "model_fingerprint"]
+__all__ = ["REF_CACHE_VERSION", "cached_reference_logps", "reference_fingerprint"]

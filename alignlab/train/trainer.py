@@ -27,6 +27,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 
 from alignlab.assets import cache_dir, load_tokenizer
+from alignlab.cache import build_dir_atomically, data_fingerprint
 from alignlab.data import (
     SAMPLES_DIR,
     collate_preference,
@@ -43,12 +44,7 @@ from alignlab.train.config import TrainConfig, load_config, run_config_values
 from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_step
 from alignlab.train.metrics import MetricsWriter
 from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
-from alignlab.train.ref_cache import (
-    REF_CACHE_VERSION,
-    cached_reference_logps,
-    examples_fingerprint,
-    model_fingerprint,
-)
+from alignlab.train.ref_cache import REF_CACHE_VERSION, cached_reference_logps, reference_fingerprint
 
 # Keys that may change between a run and its resumption; any other difference is an error.
 _RESUMABLE_CHANGES = {"max_steps", "epochs", "save_steps", "save_total_limit", "logging_steps", "eval_steps",
@@ -174,8 +170,8 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         ref_name = cfg.ref_model or cfg.model
         scored = self.train_examples + self.eval_examples
-        fingerprint = "-".join([f"v{REF_CACHE_VERSION}", model_fingerprint(ref_name, seed=cfg.seed)[:24], cfg.dtype,
-                                cfg.mixed_precision, examples_fingerprint(scored)[:24]])
+        fingerprint = "-".join([f"v{REF_CACHE_VERSION}", reference_fingerprint(ref_name, seed=cfg.seed)[:24],
+                                cfg.dtype, cfg.mixed_precision, data_fingerprint(scored)[:24]])
         directory = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else cache_dir() / "ref_logps"
         ref = None
 
@@ -372,7 +368,8 @@ class Trainer:
             if not final:
                 acc.save_state(str(tmp / "state"), safe_serialization=True)
 
-        ckpt.write_atomically(target, write, is_main=acc.is_main_process, barrier=acc.wait_for_everyone)
+        build_dir_atomically(target, write, replace=True, is_main=acc.is_main_process,
+                             barrier=acc.wait_for_everyone)
         if acc.is_main_process and not final:
             ckpt.prune_checkpoints(self.run_dir, cfg.save_total_limit)
         acc.wait_for_everyone()

@@ -12,9 +12,11 @@ import pytest
 from alignlab.assets import _cache, cache_dir, model_path, tokenizer_path
 from alignlab.assets import models as models_mod
 from alignlab.assets import tokenizer as tokenizer_mod
-from alignlab.assets._cache import build_atomically, content_key
+from alignlab.assets._cache import artefact_key
 from alignlab.assets.models import model_key
 from alignlab.assets.tokenizer import tokenizer_key
+from alignlab.cache import _STALE_TMP_SECONDS
+from alignlab.cache import build_dir_atomically as build_atomically
 
 
 def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -61,18 +63,18 @@ def test_keys_change_with_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_cache, "BUILDER_VERSION", "test-bump")
     assert tokenizer_key() != tok_base
     monkeypatch.undo()
-    key = content_key({"a": 1})
-    assert content_key({"a": 2}) != key
+    key = artefact_key({"a": 1})
+    assert artefact_key({"a": 2}) != key
     monkeypatch.setattr(_cache.transformers, "__version__", "999.0.0")
-    assert content_key({"a": 1}) != key
+    assert artefact_key({"a": 1}) != key
     monkeypatch.undo()
     monkeypatch.setattr(_cache.tokenizers, "__version__", "999.0.0")
-    assert content_key({"a": 1}) != key
+    assert artefact_key({"a": 1}) != key
     monkeypatch.undo()
     # Minor/patch releases of the libraries keep the key (only major versions are hashed).
     major = _cache.transformers.__version__.split(".")[0]
     monkeypatch.setattr(_cache.transformers, "__version__", f"{major}.9999.1")
-    assert content_key({"a": 1}) == key
+    assert artefact_key({"a": 1}) == key
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -136,7 +138,7 @@ def test_stale_temp_dirs_are_swept(tmp_path: Path) -> None:
     fresh = tmp_path / ".tmp-in-progress"
     stale.mkdir()
     fresh.mkdir()
-    old = time.time() - 2 * _cache._STALE_TMP_SECONDS
+    old = time.time() - 2 * _STALE_TMP_SECONDS
     os.utime(stale, (old, old))
     build_atomically(tmp_path / "new", lambda tmp: (tmp / "f").write_text("x"))
     assert not stale.exists()

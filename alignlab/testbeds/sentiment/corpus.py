@@ -17,13 +17,13 @@ Everything is a pure function of the seed (a `random.Random` per split), so the 
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from alignlab.cache import write_jsonl_atomically
 from alignlab.errors import AlignlabError, DataError
 
 POSITIVE, NEGATIVE, NO_MAJORITY = 1, 0, -1
@@ -162,13 +162,8 @@ def make_corpus(n: int, seed: int, split: str = "train") -> list[dict[str, Any]]
 def write_dataset(directory: str | Path, *, n_train: int, n_test: int, seed: int) -> Path:
     """Write `train.jsonl` and `test.jsonl` (fields text, label, ...) to `directory`, IMDb's layout."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
-        tmp = directory / f".{split}.jsonl.tmp"
-        with tmp.open("w", encoding="utf-8") as f:
-            for record in make_corpus(n, seed, split):
-                f.write(json.dumps(record) + "\n")
-        tmp.replace(directory / f"{split}.jsonl")
+        write_jsonl_atomically(directory / f"{split}.jsonl", make_corpus(n, seed, split), ensure_ascii=True)
     return directory
 
 
