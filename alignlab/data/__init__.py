@@ -3,7 +3,7 @@
 Public API:
 - ``load_preference_data`` / ``load_sft_data``: source + tokenizer -> (examples, DataReport).
 - ``collate_preference`` / ``collate_sft``: examples -> right-padded tensors ([chosen; rejected] stacked).
-- ``validate_data`` / ``validate_data_main``: check a source without tokenizing (``alignlab validate-data``).
+- ``validate_data``: check a source without tokenizing (what ``alignlab validate-data`` reports).
 - ``read_records``, ``normalize_records``, ``tokenize_preference``, ``tokenize_sft``: the stages, for callers
   that need one of them (diagnostics).
 - ``DEFAULT_CHAT_TEMPLATE``, ``render_messages``: the chat rendering used where a tokenizer has no template.
@@ -29,7 +29,7 @@ from alignlab.data.load import load_preference_data, load_sft_data
 from alignlab.data.report import DataReport
 from alignlab.data.sources import Record, read_records
 from alignlab.data.tokenization import IGNORE_INDEX, tokenize_preference, tokenize_sft
-from alignlab.data.validate import ValidationResult, validate_data, validate_data_main
+from alignlab.data.validate import ValidationResult, validate_data
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
@@ -56,5 +56,4 @@ __all__ = [
     "tokenize_preference",
     "tokenize_sft",
     "validate_data",
-    "validate_data_main",
 ]

@@ -1,152 +1,43 @@
-"""`alignlab diagnose`: ranking diagnostics of a model (and its reference) on preference data, or of a training run.
+"""Ranking diagnostics of a model (and its reference) on preference data, or of a training run; the library
+behind `alignlab diagnose` (whose parser and tables are alignlab.cli.diagnose).
 
-Model mode (`--model [--ref] --data`): scores the pairs (scoring.py, cached), prints a summary table (ranking
-accuracy R and length-normalised R~, reward accuracy, DPO loss and the mean Theorem 4.1 flip threshold, flip
-groups, idealized accuracy R* min/median/max over the beta grid and the alignment gap where the data carries alpha
-or votes), writes diagnose.json and the Figure 3 scatter (DPO loss vs reference log-ratio with f(c)).
+Model mode (`diagnose_model`): scores the pairs (scoring.py, cached) and summarizes them (ranking accuracy R and
+length-normalised R~, reward accuracy, DPO loss and the mean Theorem 4.1 flip threshold, flip groups, idealized
+accuracy R* min/median/max over the beta grid and the alignment gap where the data carries alpha or votes), writes
+diagnose.json and the Figure 3 scatter (DPO loss vs reference log-ratio with f(c)).
 
-Run mode (`--run RUN_DIR`): scores the reference and every checkpoint of a training run on a seeded subset of its
+Run mode (`diagnose_run`): scores the reference and every checkpoint of a training run on a seeded subset of its
 data and plots the four flip groups against the step (Figure 2), with the share of initially wrong pairs flipped.
 """
-
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from rich.console import Console
-from rich.table import Table
 
 from alignlab.assets import load_tokenizer
 from alignlab.assets.models import is_builtin
+from alignlab.cache import write_text_atomically
 from alignlab.data import SAMPLES_DIR, load_preference_data
 from alignlab.diagnostics.flips import GROUPS, flip_groups
-from alignlab.diagnostics.plots import GROUP_LABELS, plot_flip_groups, plot_loss_vs_ref_logratio
+from alignlab.diagnostics.plots import plot_flip_groups, plot_loss_vs_ref_logratio
 from alignlab.diagnostics.ranking import alignment_gap, flip_threshold, ranking_accuracy, ranking_correct
 from alignlab.diagnostics.scoring import PairScores, score_model
 from alignlab.errors import AlignlabError, ConfigError
 from alignlab.losses import dpo_loss
 from alignlab.train.config import load_config, run_config_values
 
-USAGE = (
-    "alignlab diagnose --model PATH [--ref PATH] --data PATH_OR_NAME [--split S] [--beta 0.1] [--out DIR] "
-    "[--batch-size N] [--bf16] [--max-length N] [--max-prompt-length N] [--max-pairs N]\n"
-    "       alignlab diagnose --run RUN_DIR [--beta B] [--out DIR] [--batch-size N] [--bf16] [--max-pairs N]"
-)
 NO_ALPHA_MESSAGE = (
     "no alpha: the data has neither 'alpha' (fraction of raters preferring chosen) nor annotator 'votes', so "
     "idealized ranking accuracy and the alignment gap are undefined (alpha = 1 would make Eq. 2 infinite)"
 )
-_MODEL_ONLY = (
-    "model",
-    "ref",
-    "data",
-    "split",
-    "tokenizer",
-    "format",
-    "columns",
-    "max_length",
-    "max_prompt_length",
-    "prompt_truncation",
-    "response_truncation",
-)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alignlab diagnose", usage=USAGE, description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="model: built-in name (alignlab/tiny-llama), directory or hub id")
-    p.add_argument(
-        "--ref", help="reference model (enables reward accuracy, flip threshold, idealized accuracy)"
-    )
-    p.add_argument("--data", help="preference data: file, directory or datasets name")
-    p.add_argument("--split", default="train", help="split of --data (default: train)")
-    p.add_argument("--tokenizer", help="tokenizer (default: the model's)")
-    p.add_argument("--format", default="auto", help="data format (default: auto-detected)")
-    p.add_argument(
-        "--columns",
-        default=None,
-        help="column renames, canonical=source pairs separated by commas, e.g. prompt=question",
-    )
-    p.add_argument(
-        "--max-length", type=int, default=512, help="max tokens of prompt + response (default 512)"
-    )
-    p.add_argument("--max-prompt-length", type=int, default=256, help="max prompt tokens (default 256)")
-    p.add_argument("--prompt-truncation", default="keep_end", choices=("keep_end", "keep_start"))
-    p.add_argument("--response-truncation", default="truncate", choices=("truncate", "drop_example"))
-    p.add_argument("--run", help="training run directory (config.yaml, checkpoint-<step>/, final/)")
-    p.add_argument(
-        "--beta",
-        type=float,
-        default=None,
-        help="beta of the DPO loss and flip threshold (default 0.1; --run: the run's beta)",
-    )
-    p.add_argument("--out", default="diagnose", help="output directory for diagnose.json and PNGs")
-    p.add_argument("--batch-size", type=int, default=16, help="pairs per forward (default 16)")
-    p.add_argument("--bf16", action="store_true", help="load the models in bfloat16")
-    p.add_argument(
-        "--max-pairs",
-        type=int,
-        default=256,
-        help="score a seeded random subset of at most N pairs (0: all; default 256)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the --max-pairs subset (default 0)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument(
-        "--cache-dir", default=None, help="score cache directory (default: <alignlab cache>/scores)"
-    )
-    p.add_argument("--no-cache", action="store_true", help="always rescore; read and write no cache")
-    return p
-
-
-def _parse_columns(text: str | None) -> dict[str, str] | None:
-    if text is None:
-        return None
-    columns = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(
-                f"--columns item '{item}' must look like canonical=source (e.g. prompt=question)"
-            )
-        columns[key.strip()] = value.strip()
-    return columns
-
-
-def _check_args(args: argparse.Namespace, defaults: argparse.Namespace) -> None:
-    if args.run is not None:
-        given = [name for name in _MODEL_ONLY if getattr(args, name) != getattr(defaults, name)]
-        if given:
-            flag = "--" + given[0].replace("_", "-")
-            raise ConfigError(
-                f"{flag} cannot be combined with --run: a run's models and data come from its config.yaml"
-            )
-    else:
-        if args.model is None or args.data is None:
-            raise ConfigError(
-                "diagnose needs --model and --data (or --run RUN_DIR); see alignlab diagnose --help"
-            )
-    _parse_columns(args.columns)
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}")
-    if args.max_pairs < 0:
-        raise ConfigError(f"--max-pairs must be >= 0 (0: all pairs); got {args.max_pairs}")
-    if args.beta is not None and not (math.isfinite(args.beta) and args.beta > 0):
-        raise ConfigError(f"--beta must be a number > 0; got {args.beta}")
-    if args.device is not None:
-        try:
-            torch.device(args.device)
-        except (RuntimeError, ValueError):
-            raise ConfigError(
-                f"--device '{args.device}' is not a torch device (e.g. cpu, cuda, cuda:1)"
-            ) from None
 
 
 def _subset(examples: list[dict[str, Any]], max_pairs: int, seed: int) -> list[dict[str, Any]]:
@@ -268,82 +159,35 @@ def _idealized(out: dict[str, Any], policy: PairScores, ref: PairScores) -> dict
     return entry
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _print_summary(summary: Mapping[str, Any], header: str, console: Console) -> None:
-    console.print(header)
-    table = Table()
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("note")
-    acc = summary["ranking_accuracy"]
-    table.add_row("pairs scored", str(summary["n_pairs"]), "")
-    table.add_row("ranking accuracy R", _pct(acc["raw"]), "model alone, strict (ties wrong)")
-    table.add_row("length-normalised R~", _pct(acc["length_normalized"]), "per-token mean log-probs")
-    no_ref = "needs --ref"
-    ref_acc = summary["ref_ranking_accuracy"]
-    table.add_row(
-        "reference R / R~",
-        "n/a" if ref_acc is None else f"{_pct(ref_acc['raw'])} / {_pct(ref_acc['length_normalized'])}",
-        no_ref if ref_acc is None else "",
-    )
-    table.add_row(
-        "reward accuracy",
-        _pct(summary["reward_accuracy"]),
-        no_ref if summary["reward_accuracy"] is None else "what DPO trainers log (Remark 2.5)",
-    )
-    beta = summary["beta"]
-    for key, label in (
-        ("mean_dpo_loss", f"mean DPO loss (β={beta:g})"),
-        ("mean_flip_threshold", f"mean flip threshold f(c) (β={beta:g})"),
-    ):
-        value = summary[key]
-        table.add_row(label, "n/a" if value is None else f"{value:.4f}", no_ref if value is None else "")
-    groups = summary["flip_groups"]
-    if groups is not None:
-        for group in GROUPS:
-            table.add_row(
-                f"  {GROUP_LABELS[group]}",
-                _pct(groups["fractions"][group]),
-                f"{groups['counts'][group]} pairs",
-            )
-        table.add_row("  flipped (of ref-incorrect)", _pct(groups["flipped_fraction"]), "")
-    gap = summary["alignment_gap"]
-    if gap is None:
-        table.add_row("idealized accuracy R*", "n/a", "see below")
-    else:
-        excluded = f"{gap['n_tied_excluded']} tied pairs excluded"
-        if summary["alpha"].get("n_undefined_excluded"):
-            excluded += f", {summary['alpha']['n_undefined_excluded']} without votes"
-        for variant, label in (("raw", "R"), ("normalized", "R~")):
-            g = gap[variant]
-            if g is None:
-                continue
-            table.add_row(
-                f"idealized {label}* min/median/max",
-                f"{_pct(g['idealized_min'])} / {_pct(g['idealized_median'])} / {_pct(g['idealized_max'])}",
-                f"β ∈ {{{', '.join(f'{b:g}' for b in gap['betas'])}}}",
-            )
-            table.add_row(
-                f"alignment gap ({label}, median)",
-                _pct(g["gap_median"]),
-                excluded,
-            )
-    console.print(table)
-    if summary["alpha"]["message"]:
-        console.print(summary["alpha"]["message"])
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # modes
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How diagnose scores a model: dtype, batch size, device and the score cache (see scoring.score_model)."""
+
+    bf16: bool = False
+    batch_size: int = 16
+    device: str | None = None
+    cache: bool = True
+    cache_dir: str | Path | None = None
+
+
+@dataclass
+class DiagnoseResult:
+    """What one diagnose run produced: ``report`` is the content of diagnose.json, written at ``json_path``
+    (its "plots" lists the PNGs); ``n_kept`` is the number of pairs the data kept after loading (model mode)."""
+
+    report: dict[str, Any]
+    json_path: Path
+    n_kept: int | None = None
 
 
 def _score(
     name: str,
     examples: list[dict[str, Any]],
-    args: argparse.Namespace,
+    options: ScoringOptions,
     settings: Mapping[str, Any],
     *,
     seed: int = 0,
@@ -353,95 +197,116 @@ def _score(
         name,
         examples,
         seed=seed,
-        bf16=args.bf16,
-        batch_size=args.batch_size,
-        device=args.device,
+        bf16=options.bf16,
+        batch_size=options.batch_size,
+        device=options.device,
         data_settings=settings,
-        cache=not args.no_cache,
-        cache_root=args.cache_dir,
+        cache=options.cache,
+        cache_root=options.cache_dir,
         dataset=dataset,
     )
 
 
 def _write_json(out: Path, payload: Mapping[str, Any]) -> Path:
     path = out / "diagnose.json"
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    write_text_atomically(path, json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n")
     return path
 
 
-def _model_mode(args: argparse.Namespace, console: Console) -> None:
-    beta = 0.1 if args.beta is None else args.beta
-    tokenizer = load_tokenizer(args.tokenizer or args.model)
-    if args.ref is not None:
-        _check_same_tokenizer(args.model, args.ref, tokenizer)
-    columns = _parse_columns(args.columns)
+def diagnose_model(
+    model: str,
+    data: str,
+    *,
+    ref: str | None = None,
+    split: str = "train",
+    tokenizer: str | None = None,
+    format: str = "auto",
+    columns: dict[str, str] | None = None,
+    max_length: int = 512,
+    max_prompt_length: int = 256,
+    prompt_truncation: str = "keep_end",
+    response_truncation: str = "truncate",
+    beta: float = 0.1,
+    out: str | Path = "diagnose",
+    max_pairs: int = 256,
+    seed: int = 0,
+    options: ScoringOptions | None = None,
+) -> DiagnoseResult:
+    """Model mode: score a seeded subset of at most ``max_pairs`` pairs of ``data`` (0: all) under ``model``
+    (and ``ref``), write ``out``/diagnose.json and, with ``ref``, the Figure 3 scatter (DPO loss vs reference
+    log-ratio). The report holds ``summarize``'s keys plus the inputs, the plots and the score cache paths.
+    """
+    options = options or ScoringOptions()
+    tokenizer_name = tokenizer or model
+    tok = load_tokenizer(tokenizer_name)
+    if ref is not None:
+        _check_same_tokenizer(model, ref, tok)
     settings = {
-        "tokenizer": args.tokenizer or args.model,
-        "split": args.split,
-        "format": args.format,
+        "tokenizer": tokenizer_name,
+        "split": split,
+        "format": format,
         "columns": columns,
-        "max_length": args.max_length,
-        "max_prompt_length": args.max_prompt_length,
-        "prompt_truncation": args.prompt_truncation,
-        "response_truncation": args.response_truncation,
+        "max_length": max_length,
+        "max_prompt_length": max_prompt_length,
+        "prompt_truncation": prompt_truncation,
+        "response_truncation": response_truncation,
     }
-    examples, report = load_preference_data(
-        args.data,
-        tokenizer,
-        split=args.split,
+    examples, data_report = load_preference_data(
+        data,
+        tok,
+        split=split,
         columns=columns,
-        format=args.format,
-        max_length=args.max_length,
-        max_prompt_length=args.max_prompt_length,
-        prompt_truncation=args.prompt_truncation,
-        response_truncation=args.response_truncation,
+        format=format,
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        prompt_truncation=prompt_truncation,
+        response_truncation=response_truncation,
     )
-    subset = _subset(examples, args.max_pairs, args.seed)
-    policy, policy_cache = _score(args.model, subset, args, settings, dataset=args.data)
-    ref, ref_cache = (
-        (None, None) if args.ref is None else _score(args.ref, subset, args, settings, dataset=args.data)
+    subset = _subset(examples, max_pairs, seed)
+    policy, policy_cache = _score(model, subset, options, settings, dataset=data)
+    ref_scores, ref_cache = (
+        (None, None) if ref is None else _score(ref, subset, options, settings, dataset=data)
     )
-    summary = summarize(policy, ref, beta=beta)
-    out = Path(args.out)
+    summary = summarize(policy, ref_scores, beta=beta)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plots = []
-    if ref is not None:
+    if ref_scores is not None:
         losses, _, _ = dpo_loss(
-            policy.chosen_logps, policy.rejected_logps, ref.chosen_logps, ref.rejected_logps, beta=beta
+            policy.chosen_logps,
+            policy.rejected_logps,
+            ref_scores.chosen_logps,
+            ref_scores.rejected_logps,
+            beta=beta,
         )
         correct = ranking_correct(policy.chosen_logps, policy.rejected_logps)
         plots.append(
             str(
                 plot_loss_vs_ref_logratio(
                     out / "loss_vs_ref_logratio.png",
-                    ref.rejected_logps - ref.chosen_logps,
+                    ref_scores.rejected_logps - ref_scores.chosen_logps,
                     losses,
                     correct,
                     beta=beta,
-                    title=f"DPO loss vs reference log-ratio: {Path(args.model).name} ({len(policy)} pairs, β={beta:g})",
+                    title=f"DPO loss vs reference log-ratio: {Path(model).name} ({len(policy)} pairs, β={beta:g})",
                 )
             )
         )
     payload = {
         "mode": "model",
-        "model": args.model,
-        "ref": args.ref,
-        "data": args.data,
-        "split": args.split,
+        "model": model,
+        "ref": ref,
+        "data": data,
+        "split": split,
         "n_examples": len(examples),
-        "subset_seed": args.seed,
-        "max_pairs": args.max_pairs,
-        "dtype": "bfloat16" if args.bf16 else "float32",
+        "subset_seed": seed,
+        "max_pairs": max_pairs,
+        "dtype": "bfloat16" if options.bf16 else "float32",
         **summary,
         "plots": plots,
         "score_cache": {"model": policy_cache and str(policy_cache), "ref": ref_cache and str(ref_cache)},
     }
-    json_path = _write_json(out, payload)
-    header = f"{args.model} on {args.data} ({len(policy)} of {report.n_kept} pairs)"
-    _print_summary(summary, header, console)
-    if ref is None:
-        console.print("no plot: the DPO loss vs reference log-ratio plot needs --ref")
-    console.print(f"wrote {json_path}" + "".join(f", {p}" for p in plots))
+    return DiagnoseResult(payload, _write_json(out, payload), n_kept=data_report.n_kept)
 
 
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
@@ -488,8 +353,21 @@ def _run_checkpoints(run: Path) -> list[tuple[int, str, Path]]:
     return found
 
 
-def _run_mode(args: argparse.Namespace, console: Console) -> None:
-    run = Path(args.run)
+def diagnose_run(
+    run: str | Path,
+    *,
+    beta: float | None = None,
+    out: str | Path = "diagnose",
+    max_pairs: int = 256,
+    seed: int = 0,
+    options: ScoringOptions | None = None,
+) -> DiagnoseResult:
+    """Run mode: score the reference and every checkpoint of the training run in ``run`` on a seeded subset of
+    its data, write ``out``/diagnose.json (one row per checkpoint under "checkpoints") and the Figure 2 plot of
+    the four flip groups against the step. ``beta`` defaults to the run's (DPO's 0.1 for reference-free methods).
+    """
+    options = options or ScoringOptions()
+    run = Path(run)
     if not run.is_dir():
         raise AlignlabError(f"run directory '{run}' does not exist")
     config_path = run / "config.yaml"
@@ -505,7 +383,7 @@ def _run_mode(args: argparse.Namespace, console: Console) -> None:
         raise AlignlabError(f"{config_path}: not a mapping of config keys")
     config = load_config(base=run_config_values(saved))
     # reference-free methods have no beta of their own: the flip threshold uses DPO's 0.1
-    beta = args.beta if args.beta is not None else getattr(config.params, "beta", 0.1)
+    beta = beta if beta is not None else getattr(config.params, "beta", 0.1)
     checkpoints = _run_checkpoints(run)
     ref_name = config.ref_model or config.model
     ref_seed = config.seed if is_builtin(ref_name) else 0
@@ -537,15 +415,15 @@ def _run_mode(args: argparse.Namespace, console: Console) -> None:
         prompt_truncation=config.prompt_truncation,
         response_truncation=config.response_truncation,
     )
-    subset = _subset(examples, args.max_pairs, args.seed)
-    ref, _ = _score(ref_name, subset, args, settings, seed=ref_seed, dataset=source)
+    subset = _subset(examples, max_pairs, seed)
+    ref, _ = _score(ref_name, subset, options, settings, seed=ref_seed, dataset=source)
     # Step 0 is the reference itself when training started from it (the policy is initialised as the reference).
     rows: list[dict[str, Any]] = []
     points: list[tuple[int, str, PairScores]] = []
     if config.ref_model is None or config.ref_model == config.model:
         points.append((0, "reference", ref))
     for step, label, directory in checkpoints:
-        scores, _ = _score(str(directory), subset, args, settings, dataset=source)
+        scores, _ = _score(str(directory), subset, options, settings, dataset=source)
         points.append((step, label, scores))
     for step, label, scores in points:
         groups = flip_groups(
@@ -559,7 +437,7 @@ def _run_mode(args: argparse.Namespace, console: Console) -> None:
                 **groups.to_dict(),
             }
         )
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps = [row["step"] for row in rows]
     plot = plot_flip_groups(
@@ -578,53 +456,14 @@ def _run_mode(args: argparse.Namespace, console: Console) -> None:
         "data": source,
         "split": split,
         "n_pairs": len(subset),
-        "subset_seed": args.seed,
+        "subset_seed": seed,
         "beta": beta,
         "strict": True,
-        "dtype": "bfloat16" if args.bf16 else "float32",
+        "dtype": "bfloat16" if options.bf16 else "float32",
         "checkpoints": rows,
         "plots": [str(plot)],
     }
-    json_path = _write_json(out, payload)
-    console.print(f"{run} ({config.method}): {len(subset)} pairs of {source}, β={beta:g}")
-    table = Table()
-    for column in ("step", "checkpoint", "R", *("cc", "ci", "ic", "ii"), "flipped"):
-        table.add_column(column, justify="left" if column == "checkpoint" else "right")
-    for row in rows:
-        table.add_row(
-            str(row["step"]),
-            row["label"],
-            _pct(row["ranking_accuracy"]),
-            *(_pct(row["fractions"][g]) for g in GROUPS),
-            _pct(row["flipped_fraction"]),
-        )
-    console.print(table)
-    console.print(
-        "cc/ci/ic/ii: reference correct/incorrect -> model correct/incorrect (strict); "
-        "flipped = ic / (ic + ii)"
-    )
-    last = rows[-1]["flipped_fraction"]
-    console.print(f"flipped at the last checkpoint: {_pct(last)} of the pairs the reference ranked wrongly")
-    console.print(f"wrote {json_path}, {plot}")
+    return DiagnoseResult(payload, _write_json(out, payload))
 
 
-def diagnose_main(argv: Sequence[str]) -> int:
-    """Entry point of `alignlab diagnose`; returns the exit code (0, or 2 for an argparse usage error).
-
-    User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2), or re-raises with --debug.
-    """
-    parser = _parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exc:  # argparse already printed usage and the error (or --help)
-        return int(exc.code or 0)
-    console = Console(width=max(Console().width, 110), soft_wrap=False)
-    _check_args(args, parser.parse_args([]))
-    if args.run is not None:
-        _run_mode(args, console)
-    else:
-        _model_mode(args, console)
-    return 0
-
-
-__all__ = ["NO_ALPHA_MESSAGE", "USAGE", "diagnose_main", "summarize"]
+__all__ = ["NO_ALPHA_MESSAGE", "DiagnoseResult", "ScoringOptions", "diagnose_model", "diagnose_run", "summarize"]

@@ -36,13 +36,8 @@ The ref model must share the tokenizer's vocabulary.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
-import os
-import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,9 +49,9 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from alignlab.assets import load_model, load_tokenizer
+from alignlab.cache import write_jsonl_atomically
 from alignlab.data import read_records
 from alignlab.data.tokenization import encode_prompt
-from alignlab.diagnostics.diversity import distinct_n, mean_token_entropy
 from alignlab.errors import AlignlabError, ConfigError, DataError
 from alignlab.models import Trunk, output_head, sequence_stats
 
@@ -267,9 +262,11 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_options(
+def check_sampling_options(
     n: Any, temperature: Any, top_p: Any, top_k: Any, max_new_tokens: Any, seed: Any, batch_size: Any
 ) -> None:
+    """Raise ConfigError for the first invalid sampling option (``generate`` runs it; the CLI runs it before
+    loading anything, so a typo fails at once rather than after the model loads)."""
     _check_int("n", n, 1)
     _check_int("max_new_tokens", max_new_tokens, 1)
     _check_int("batch_size", batch_size, 1)
@@ -326,7 +323,7 @@ def generate(
     EOS), logp, entropy, and with ref_model: ref_logp, kl_sample, kl_forward, kl_reverse (module docstring).
     Models are put in eval mode for the call and restored afterwards.
     """
-    _check_options(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size)
+    check_sampling_options(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size)
     prompt_ids = _encode_prompts(tokenizer, prompts)
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
@@ -430,138 +427,71 @@ def load_prompts(
 
 
 def write_jsonl(records: Sequence[dict[str, Any]], out: str | Path) -> None:
-    """Write records as JSONL through a temporary file in the same directory, renamed into place at the end,
-    so an interrupted run leaves either the old file or the complete new one."""
+    """Write records as JSONL atomically (alignlab.cache.write_jsonl_atomically), so an interrupted run leaves
+    either the old file or the complete new one."""
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"{out}: is a directory; --out takes a file name")
     if not out.parent.is_dir():
         raise ConfigError(f"{out.parent}: output directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_jsonl_atomically(out, records)
 
 
-USAGE = (
-    "alignlab generate --model PATH --prompts FILE_OR_DATASET [--ref PATH] [--out FILE.jsonl] [--n 4] "
-    "[--temperature 1.0] [--top-p 1.0] [--top-k 0] [--max-new-tokens 48] [--seed 0] [--batch-size 16] "
-    "[--prompt-column prompt] [--split train] [--limit N] [--device DEVICE] [--dtype DTYPE]"
-)
+def generate_from_names(
+    model: str,
+    prompts: Sequence[str],
+    *,
+    ref: str | None = None,
+    n: int = 4,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> list[dict[str, Any]]:
+    """`generate` with the policy (and reference) loaded by name: a built-in name, a directory or a hub id.
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="alignlab generate",
-        usage=USAGE,
-        description="Sample completions for prompts and score them (log-probs, KL to --ref, entropy).",
-    )
-    parser.add_argument(
-        "--model", required=True, help="policy: a built-in name (alignlab/tiny-llama) or a path"
-    )
-    parser.add_argument(
-        "--prompts", required=True, help=".txt (one per line), .jsonl/.json/.parquet, or a datasets name"
-    )
-    parser.add_argument("--ref", default=None, help="reference model for ref_logp and the KL fields")
-    parser.add_argument("--out", default=None, help="output JSONL (default: standard output)")
-    parser.add_argument("--n", type=int, default=4, help="samples per prompt")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 is greedy")
-    parser.add_argument("--top-p", "--top_p", dest="top_p", type=float, default=1.0)
-    parser.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=0, help="0 disables top-k")
-    parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=48)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--batch-size", "--batch_size", dest="batch_size", type=int, default=16, help="sequences per forward"
-    )
-    parser.add_argument("--prompt-column", "--prompt_column", dest="prompt_column", default="prompt")
-    parser.add_argument(
-        "--split", default=None, help="split of a directory or datasets source (default: train)"
-    )
-    parser.add_argument("--limit", type=int, default=None, help="use the first N prompts")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default=None, help="model dtype, e.g. float32 (default), bfloat16")
-    return parser
-
-
-def _summary(records: Sequence[dict[str, Any]], out: str | None) -> str:
-    texts = [r["completion"] for r in records]
-    parts = [
-        f"{len(records)} completions",
-        f"mean logp {np.mean([r['logp'] for r in records]):.3f}",
-        f"entropy {mean_token_entropy(records):.3f} nats/token",
-        f"distinct-1 {distinct_n(texts, 1):.3f}",
-        f"distinct-2 {distinct_n(texts, 2):.3f}",
-    ]
-    if "kl_reverse" in records[0]:
-        parts.append(f"KL(pi||ref) {np.mean([r['kl_reverse'] for r in records]):.3f}")
-        parts.append(f"KL(ref||pi) {np.mean([r['kl_forward'] for r in records]):.3f}")
-    return ", ".join(parts) + (f" -> {out}" if out else "")
-
-
-def generate_main(argv: list[str] | None = None) -> int:
-    """`alignlab generate` (USAGE): write one JSON record per completion; return 0.
-
-    User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2) or re-raises (--debug).
+    Loads onto ``device`` (default: cuda if available, else cpu) in ``dtype``; the reference must share the
+    policy's tokenizer vocabulary (the KL fields compare the two distributions token by token).
     """
-    args = _parser().parse_args(argv)
-    _check_options(
-        args.n, args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed, args.batch_size
-    )
-    if args.limit is not None:
-        _check_int("--limit", args.limit, 1)
-    if args.out is not None:
-        out = Path(args.out)
-        if out.is_dir() or not out.parent.is_dir():
-            raise ConfigError(f"--out {args.out}: not a writable file path (is the directory there?)")
-    prompts = load_prompts(args.prompts, column=args.prompt_column, split=args.split, limit=args.limit)
     try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as e:
-        raise ConfigError(f"--device {args.device!r}: {str(e).splitlines()[0]}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, dtype=args.dtype).to(device)
+        raise ConfigError(f"--device {device!r}: {str(e).splitlines()[0]}") from e
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    tokenizer = load_tokenizer(model)
+    policy = load_model(model, dtype=dtype).to(torch_device)
     ref_model = None
-    if args.ref is not None:
-        if load_tokenizer(args.ref).get_vocab() != tokenizer.get_vocab():
+    if ref is not None:
+        if load_tokenizer(ref).get_vocab() != tokenizer.get_vocab():
             raise ConfigError(
-                f"--ref {args.ref}: its tokenizer differs from --model's; KL needs a shared vocabulary"
+                f"--ref {ref}: its tokenizer differs from --model's; KL needs a shared vocabulary"
             )
-        ref_model = load_model(args.ref, dtype=args.dtype).to(device)
-    records = generate(
-        model,
+        ref_model = load_model(ref, dtype=dtype).to(torch_device)
+    return generate(
+        policy,
         tokenizer,
         prompts,
-        n=args.n,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        n=n,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
         ref_model=ref_model,
     )
-    if args.out is None:
-        for record in records:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-    else:
-        write_jsonl(records, args.out)
-    print(_summary(records, args.out), file=sys.stderr)
-    return 0
 
 
 __all__ = [
-    "USAGE",
     "GumbelSampler",
+    "check_sampling_options",
     "generate",
-    "generate_main",
+    "generate_from_names",
     "load_prompts",
     "row_generator",
     "score_completions",

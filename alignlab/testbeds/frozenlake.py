@@ -56,7 +56,6 @@ policy"), each on all non-terminal states and on the optimal route's states. Mea
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -749,60 +748,10 @@ def format_tables(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry (`alignlab testbed frozenlake`): run, print the tables, return 0.
-
-    User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2), or re-raises with --debug.
-    """
-    d = FrozenLakeConfig()
-    p = argparse.ArgumentParser(prog="alignlab testbed frozenlake",
-                                description="Frozen Lake policy alignment: SFT, IFT, DPO, ORPO, SimPO, TDPO1/2 "
-                                            "against the exact optimal policy (IFT paper, arXiv 2405.11870).")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, from {', '.join(SCENARIOS)}")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
-    p.add_argument("--base-seed", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--out", default="frozenlake", help="output directory for frozenlake.json and PNGs")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--hidden", type=int, default=d.hidden)
-    p.add_argument("--map", default=",".join(PAPER_MAP_4X4), help="small map, rows separated by ','")
-    p.add_argument("--large-map", default=",".join(GYM_MAP_8X8), help="large map, rows separated by ','")
-    p.add_argument("--env-gamma", type=float, default=d.env_gamma)
-    p.add_argument("--dpo-beta", type=float, default=d.dpo_beta)
-    p.add_argument("--tdpo-beta", type=float, default=d.tdpo_beta)
-    p.add_argument("--tdpo-alpha", type=float, default=d.tdpo_alpha)
-    p.add_argument("--simpo-beta", type=float, default=d.simpo_beta)
-    p.add_argument("--simpo-gamma", type=float, default=d.simpo_gamma)
-    p.add_argument("--orpo-lam", type=float, default=d.orpo_lam)
-    p.add_argument("--ift-lambda", type=float, default=d.ift_lambda)
-    p.add_argument("--ift-gamma", type=float, default=d.ift_gamma)
-    p.add_argument("--sft-normalization", default=d.sft_normalization, choices=("sum", "seq_mean", "token_mean"))
-    p.add_argument("--net-fit-tol", type=float, default=d.net_fit_tol)
-    p.add_argument("--branch-rule", default=d.branch_rule, choices=BRANCH_RULES,
-                   help="sub-optimal action of a 'branching' pair: worst (lowest Q*, default) or nearest (highest Q*)")
-    p.add_argument("--exclude-ties", action="store_true", help="leave states with tied optimal actions unscored")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    p.add_argument("--no-plot", action="store_true", help="write only the JSON")
-    args = p.parse_args(argv)
-    cfg = FrozenLakeConfig(steps=args.steps, lr=args.lr, hidden=args.hidden, env_gamma=args.env_gamma,
-                           dpo_beta=args.dpo_beta, tdpo_beta=args.tdpo_beta, tdpo_alpha=args.tdpo_alpha,
-                           simpo_beta=args.simpo_beta, simpo_gamma=args.simpo_gamma, orpo_lam=args.orpo_lam,
-                           ift_lambda=args.ift_lambda, ift_gamma=args.ift_gamma,
-                           sft_normalization=args.sft_normalization, net_fit_tol=args.net_fit_tol,
-                           exclude_ties=args.exclude_ties, branch_rule=args.branch_rule)
-    results = run_frozenlake(args.scenarios, args.seeds, args.out, methods=args.methods,
-                             base_seed=args.base_seed, small_map=args.map, large_map=args.large_map,
-                             config=cfg, num_threads=args.threads, plot=not args.no_plot)
-    print(format_tables(results))
-    print("Wrote " + ", ".join(results["files"]))
-    return 0
-
-
 __all__ = [
     "ACTIONS", "BRANCH_RULES", "DESIGNS", "GYM_MAP_8X8", "METHODS", "PAPER_MAP_4X4", "SCENARIOS", "TIE_TOL", "FrozenLake",
     "FrozenLakeConfig", "PolicyEnsemble", "PreferenceData", "SequenceBatch", "Trajectory", "branching_pairs",
-    "build_data", "disjoint_route", "fit_optimal_net", "format_tables", "ift_state_inputs", "main",
+    "build_data", "disjoint_route", "fit_optimal_net", "format_tables", "ift_state_inputs",
     "optimal_policy", "optimal_rollout", "parse_map", "plot_scenario", "policy_mse", "run_frozenlake",
     "run_scenario", "tie_states", "train_methods", "value_iteration",
 ]

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from alignlab.data import load_preference_data, load_sft_data, validate_data, validate_data_main
-from alignlab.data.validate import MAX_REPORTED_ERRORS
+from alignlab.cli.validate import MAX_REPORTED_ERRORS
+from alignlab.cli.validate import main as validate_data_main
+from alignlab.data import load_preference_data, load_sft_data, validate_data
 from alignlab.errors import DataError
 
 GOOD = {"prompt": "p", "chosen": " c", "rejected": " r"}

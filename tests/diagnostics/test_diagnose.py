@@ -9,9 +9,11 @@ import pytest
 import torch
 import yaml
 
+from alignlab.cli import diagnose
 from alignlab.cli import main as cli_main
-from alignlab.diagnostics import diagnose, scoring
-from alignlab.diagnostics.diagnose import NO_ALPHA_MESSAGE, diagnose_main
+from alignlab.cli.diagnose import main as diagnose_main
+from alignlab.diagnostics import scoring
+from alignlab.diagnostics.diagnose import NO_ALPHA_MESSAGE
 from alignlab.diagnostics.scoring import PairScores
 from alignlab.train.config import TrainConfig
 from tests.diagnostics._scoring_helpers import PAIRS, perturbed, save_model, tiny_model, write_jsonl

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from alignlab.assets import load_model, load_tokenizer
+from alignlab.cli.generate import main as generate_main
 from alignlab.diagnostics.generation import (
     _processors,
     generate,
-    generate_main,
     load_prompts,
     write_jsonl,
 )

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from alignlab.cli import main as cli_main
+from alignlab.cli.testbed import frozenlake_main
 from alignlab.errors import AlignlabError, ConfigError
 from alignlab.testbeds import frozenlake as fl
 
@@ -219,7 +220,7 @@ def test_determinism_under_a_seed(tmp_path):
 
 def test_main_honours_options_and_rejects_bad_ones(tmp_path, capsys):
     out = tmp_path / "o"
-    code = fl.main(["--scenarios", "branching", "--methods", "sft,dpo", "--seeds", "2", "--base-seed", "3",
+    code = frozenlake_main(["--scenarios", "branching", "--methods", "sft,dpo", "--seeds", "2", "--base-seed", "3",
                     "--steps", "4", "--lr", "0.05", "--hidden", "8", "--out", str(out), "--dpo-beta", "0.2",
                     "--branch-rule", "nearest", "--map", "SFF,FHF,FFG", "--no-plot", "--threads", "1"])
     assert code == 0
@@ -232,10 +233,10 @@ def test_main_honours_options_and_rejects_bad_ones(tmp_path, capsys):
     assert "| DPO |" in capsys.readouterr().out
     # user errors raise; the CLI (alignlab testbed frozenlake) prints them as one line with exit code 2
     with pytest.raises(AlignlabError, match="scenario 'maze' is unknown"):
-        fl.main(["--scenarios", "maze", "--out", str(out)])
+        frozenlake_main(["--scenarios", "maze", "--out", str(out)])
     for bad in (["--map", "SFX,FFG"], ["--ift-lambda", "1.5"], ["--seeds", "0"]):
         with pytest.raises(AlignlabError):
-            fl.main([*bad, "--out", str(out)])
+            frozenlake_main([*bad, "--out", str(out)])
     assert cli_main(["testbed", "frozenlake", "--seeds", "0", "--out", str(out)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("alignlab: ") and not err[0].startswith("alignlab: alignlab:")

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alignlab.cli import main as cli_main
+from alignlab.cli.testbed import sentiment_main as main
 from alignlab.errors import AlignlabError
-from alignlab.testbeds.sentiment import corpus, frontier, main, models, pipeline
+from alignlab.testbeds.sentiment import corpus, frontier, models, pipeline
 
 NEGATIVE_WORDS = set(corpus.NEGATIVE_ADJECTIVES) | set(corpus.NEGATIVE_VERBS)
 POSITIVE_WORDS = set(corpus.POSITIVE_ADJECTIVES) | set(corpus.POSITIVE_VERBS)

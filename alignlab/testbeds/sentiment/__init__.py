@@ -5,10 +5,10 @@
                (RoBERTa from config), loaded through the same code as gpt2-large / siebert's classifier
   pipeline.py  SFT -> sampled, classifier-labelled pairs -> DPO/TDPO1/TDPO2/f-DPO/SimPO sweep -> evaluation
   frontier.py  Pareto frontiers, frontier comparison, the reward-vs-KL and SeqKL plots
-  cli.py       `alignlab testbed sentiment` (main)
+  report.py    the terminal summary of a sweep (format_table); `alignlab testbed sentiment` is alignlab.cli.testbed
 """
 
-from alignlab.testbeds.sentiment.cli import config_from_args, format_table, main
 from alignlab.testbeds.sentiment.pipeline import SentimentConfig, run_sweep
+from alignlab.testbeds.sentiment.report import format_table
 
-__all__ = ["SentimentConfig", "config_from_args", "format_table", "main", "run_sweep"]
+__all__ = ["SentimentConfig", "format_table", "run_sweep"]

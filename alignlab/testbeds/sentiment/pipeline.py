@@ -34,7 +34,6 @@ interrupted sweep resumes at the first unfinished run):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 
 from alignlab.assets import load_model, load_tokenizer
+from alignlab.cache import build_dir_atomically, content_key, write_json_atomically, write_jsonl_atomically
 from alignlab.diagnostics.diversity import distinct_n, mean_token_entropy
 from alignlab.diagnostics.generation import generate
 from alignlab.errors import AlignlabError, ConfigError
@@ -159,19 +159,16 @@ SMOKE = {"betas": (0.3,), "alphas": (0.5,), "simpo_betas": (2.0,), "steps": 4, "
 
 
 # ------------------------------------------------------------------------------------------------- caching
+# Stages that build files (data, policy, classifier, pairs) build them in a temporary directory renamed into place
+# (alignlab.cache.build_dir_atomically): an existing directory is complete. Training stages cannot: the trainer
+# records its run_dir in its checkpoints, so they train in place and mark completion with a DONE file.
 def _key(payload: Any) -> str:
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """A short content key for a stage's directory or result name (12 hex digits of alignlab.cache.content_key)."""
+    return content_key(payload)[:12]
 
 
 def _fresh_dir(path: Path) -> Path:
-    """An empty directory at `path` (a leftover from an interrupted stage is removed)."""
+    """An empty directory at `path` (a leftover from an interrupted training stage is removed)."""
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
@@ -208,9 +205,7 @@ def prepare_data(cfg: SentimentConfig, out: Path) -> tuple[str, dict[str, Any]]:
     n_train, n_test = cfg.sft_examples + cfg.n_prompts, cfg.n_eval_prompts
     payload = {"dataset": SYNTHETIC, "seed": cfg.seed, "n_train": n_train, "n_test": n_test}
     directory = out / "data" / f"synthetic-{_key(payload)}"
-    if not _done(directory):
-        write_dataset(_fresh_dir(directory), n_train=n_train, n_test=n_test, seed=cfg.seed)
-        _mark_done(directory)
+    build_dir_atomically(directory, lambda tmp: write_dataset(tmp, n_train=n_train, n_test=n_test, seed=cfg.seed))
     return str(directory), payload
 
 
@@ -268,12 +263,12 @@ def prepare_assets(cfg: SentimentConfig, out: Path, log: Callable[[str], None]) 
         payload = {"policy": TINY_POLICY, "data": keys["data"], "sft_examples": cfg.sft_examples,
                    "vocab": cfg.vocab_size, "seed": cfg.seed}
         policy_dir = models_dir / f"policy-init-{_key(payload)}"
-        if not _done(policy_dir):
+
+        def build_policy_dir(tmp: Path) -> None:
             log("building the tokenizer and the tiny GPT-2 policy")
-            tokenizer = build_review_tokenizer(sft_texts, cfg.vocab_size)
-            build_policy(tokenizer, _fresh_dir(policy_dir), seed=cfg.seed)
-            _mark_done(policy_dir)
-        policy = str(policy_dir)
+            build_policy(build_review_tokenizer(sft_texts, cfg.vocab_size), tmp, seed=cfg.seed)
+
+        policy = str(build_dir_atomically(policy_dir, build_policy_dir))
     else:
         policy, payload = cfg.policy, {"policy": cfg.policy}
     keys["policy"] = _key(payload)
@@ -285,8 +280,8 @@ def prepare_assets(cfg: SentimentConfig, out: Path, log: Callable[[str], None]) 
         sft_dir = models_dir / f"sft-{keys['sft']}"
         if not _done(sft_dir):
             log(f"SFT of the policy on {len(sft_texts)} reviews ({cfg.sft_steps} steps)")
-            data = _fresh_dir(models_dir / f"sft-data-{keys['sft']}") / "sft.jsonl"
-            data.write_text("".join(json.dumps({"text": t}) + "\n" for t in sft_texts), encoding="utf-8")
+            data = write_jsonl_atomically(models_dir / f"sft-data-{keys['sft']}" / "sft.jsonl",
+                                          ({"text": t} for t in sft_texts), ensure_ascii=True)
             _train_quietly({"method": "sft", "model": policy, "train_data": str(data), "seed": cfg.seed,
                             "micro_batch_size": 32, "max_steps": cfg.sft_steps, "learning_rate": cfg.sft_lr,
                             "warmup_steps": min(10, cfg.sft_steps - 1), "max_length": cfg.sft_max_length,
@@ -301,14 +296,14 @@ def prepare_assets(cfg: SentimentConfig, out: Path, log: Callable[[str], None]) 
                    "steps": cfg.classifier_steps, "vocab": cfg.vocab_size, "seed": cfg.seed}
         keys["reward"] = _key(payload)
         reward_dir = models_dir / f"classifier-{keys['reward']}"
-        if not _done(reward_dir):
+
+        def build_classifier(tmp: Path) -> None:
             log(f"training the sentiment classifier on {len(sft_texts)} labelled reviews")
             tokenizer = build_review_tokenizer(sft_texts, cfg.vocab_size) if cfg.policy != TINY_POLICY \
                 else load_tokenizer(policy)
-            train_classifier(sft_texts, sft_labels, tokenizer, _fresh_dir(reward_dir), seed=cfg.seed,
-                             steps=cfg.classifier_steps)
-            _mark_done(reward_dir)
-        reward_model = str(reward_dir)
+            train_classifier(sft_texts, sft_labels, tokenizer, tmp, seed=cfg.seed, steps=cfg.classifier_steps)
+
+        reward_model = str(build_dir_atomically(reward_dir, build_classifier))
     else:
         reward_model = cfg.reward_model
         keys["reward"] = _key({"reward_model": cfg.reward_model})
@@ -346,9 +341,12 @@ def build_pairs(cfg: SentimentConfig, assets: Assets, out: Path, log: Callable[[
                "rule": PAIR_RULE}
     assets.keys["pairs"] = _key(payload)
     directory = out / "pairs" / f"pairs-{assets.keys['pairs']}"
-    path = directory / "pairs.jsonl"
-    if _done(directory):
-        return path
+    build_dir_atomically(directory, lambda tmp: _write_pairs(cfg, assets, tmp, log))
+    return directory / "pairs.jsonl"
+
+
+def _write_pairs(cfg: SentimentConfig, assets: Assets, directory: Path, log: Callable[[str], None]) -> None:
+    """Sample, label and write pairs.jsonl and summary.json into `directory` (build_pairs' build step)."""
     log(f"sampling {cfg.samples_per_prompt} completions for {cfg.n_prompts} prefixes and labelling pairs")
     tokenizer = load_tokenizer(assets.reference)
     model = _load_lm(assets.reference)
@@ -361,15 +359,12 @@ def build_pairs(cfg: SentimentConfig, assets: Assets, out: Path, log: Callable[[
     if len(pairs) < 2 * cfg.batch_size:
         raise AlignlabError(f"only {len(pairs)} usable pairs from {cfg.n_prompts} prefixes; raise --n-prompts or "
                             "--samples-per-prompt")
-    _fresh_dir(directory)
-    path.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
-    _write_json(directory / "summary.json", {
+    write_jsonl_atomically(directory / "pairs.jsonl", pairs, ensure_ascii=True)
+    write_json_atomically(directory / "summary.json", {
         "pairs": len(pairs), "prefixes": cfg.n_prompts, "rule": PAIR_RULE,
         "mean_chosen_reward": float(np.mean([p["chosen_reward"] for p in pairs])),
         "mean_rejected_reward": float(np.mean([p["rejected_reward"] for p in pairs])),
-        "mean_sample_reward": float(np.mean(rewards))})
-    _mark_done(directory)
-    return path
+        "mean_sample_reward": float(np.mean(rewards))}, indent=1)
 
 
 def evaluate_policy(policy: str, cfg: SentimentConfig, assets: Assets, judge: Any,
@@ -443,7 +438,7 @@ def train_and_evaluate(cfg: SentimentConfig, assets: Assets, pairs: Path, out: P
               "seqkl": _trajectory(run_dir, cfg.batch_size), "train_s": round(train_s, 1),
               "total_s": round(time.perf_counter() - start, 1), "run_dir": str(run_dir)}
     shutil.rmtree(run_dir / "final", ignore_errors=True)
-    _write_json(result_path, result)
+    write_json_atomically(result_path, result, indent=1)
     return {**result, "cached": False}
 
 
@@ -529,7 +524,7 @@ def run_sweep(cfg: SentimentConfig, *, console: Any = None, plot: bool = True) -
         log("evaluating the SFT reference on the test prefixes")
         reference = {"method": "sft", "beta": None, "alpha": None,
                      **evaluate_policy(assets.reference, cfg, assets, judge, ref_model)}
-        _write_json(ref_path, reference)
+        write_json_atomically(ref_path, reference, indent=1)
 
     grid = cfg.runs()
     runs: list[dict[str, Any]] = []
@@ -581,7 +576,7 @@ def run_sweep(cfg: SentimentConfig, *, console: Any = None, plot: bool = True) -
               "reference": reference, "runs": [{k: v for k, v in r.items() if k != "cached"} for r in runs],
               **summary, "files": files, "elapsed_s": round(time.perf_counter() - started, 1),
               "runs_cached": sum(bool(r.get("cached")) for r in runs)}
-    _write_json(out / "sentiment.json", result)
+    write_json_atomically(out / "sentiment.json", result, indent=1)
     result["files"] = [str(out / "sentiment.json")] + files
     return result
 

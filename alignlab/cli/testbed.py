@@ -1,26 +1,107 @@
-"""`alignlab testbed sentiment`: parse the options, run the sweep, print the table."""
+"""`alignlab testbed frozenlake|sentiment`: the testbeds' parsers and the tables printed after a run.
+
+The testbeds themselves (alignlab.testbeds.frozenlake.run_frozenlake, alignlab.testbeds.sentiment.run_sweep) take
+arguments and return result dicts; this module turns options into those arguments and prints the results.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
+import sys
 from collections.abc import Sequence
 from dataclasses import fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from alignlab.errors import AlignlabError, ConfigError
 
-from alignlab.errors import ConfigError
-from alignlab.testbeds.sentiment.pipeline import (
-    METHODS,
-    SMOKE,
-    SYNTHETIC,
-    TINY_POLICY,
-    SentimentConfig,
-    group_label,
-    run_sweep,
-)
+if TYPE_CHECKING:
+    from alignlab.testbeds.sentiment.pipeline import SentimentConfig
+
+# The testbeds are imported inside the commands: `testbed frozenlake` needs torch only, not the sentiment
+# testbed's transformers models.
+
+
+
+def main(argv: list[str]) -> int:
+    """`alignlab testbed NAME [options]`: run the named testbed's command; return its exit code."""
+    if not argv or argv[0] in ("-h", "--help"):
+        # a missing name is a usage error: stderr and exit 2, as argparse does
+        print("usage: alignlab testbed {frozenlake,sentiment} [options]", file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name == "frozenlake":
+        return frozenlake_main(rest)
+    if name == "sentiment":
+        return sentiment_main(rest)
+    raise AlignlabError(f"unknown testbed '{name}': choose frozenlake or sentiment")
+
+
+# ------------------------------------------------------------------------------------------------- frozenlake
+
+
+def frozenlake_main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry (`alignlab testbed frozenlake`): run, print the tables, return 0.
+
+    User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2), or re-raises with --debug.
+    """
+    from alignlab.testbeds.frozenlake import (
+        BRANCH_RULES,
+        GYM_MAP_8X8,
+        METHODS,
+        PAPER_MAP_4X4,
+        SCENARIOS,
+        FrozenLakeConfig,
+        format_tables,
+        run_frozenlake,
+    )
+
+    d = FrozenLakeConfig()
+    p = argparse.ArgumentParser(prog="alignlab testbed frozenlake",
+                                description="Frozen Lake policy alignment: SFT, IFT, DPO, ORPO, SimPO, TDPO1/2 "
+                                            "against the exact optimal policy (IFT paper, arXiv 2405.11870).")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, from {', '.join(SCENARIOS)}")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    p.add_argument("--base-seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--out", default="frozenlake", help="output directory for frozenlake.json and PNGs")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--map", default=",".join(PAPER_MAP_4X4), help="small map, rows separated by ','")
+    p.add_argument("--large-map", default=",".join(GYM_MAP_8X8), help="large map, rows separated by ','")
+    p.add_argument("--env-gamma", type=float, default=d.env_gamma)
+    p.add_argument("--dpo-beta", type=float, default=d.dpo_beta)
+    p.add_argument("--tdpo-beta", type=float, default=d.tdpo_beta)
+    p.add_argument("--tdpo-alpha", type=float, default=d.tdpo_alpha)
+    p.add_argument("--simpo-beta", type=float, default=d.simpo_beta)
+    p.add_argument("--simpo-gamma", type=float, default=d.simpo_gamma)
+    p.add_argument("--orpo-lam", type=float, default=d.orpo_lam)
+    p.add_argument("--ift-lambda", type=float, default=d.ift_lambda)
+    p.add_argument("--ift-gamma", type=float, default=d.ift_gamma)
+    p.add_argument("--sft-normalization", default=d.sft_normalization, choices=("sum", "seq_mean", "token_mean"))
+    p.add_argument("--net-fit-tol", type=float, default=d.net_fit_tol)
+    p.add_argument("--branch-rule", default=d.branch_rule, choices=BRANCH_RULES,
+                   help="sub-optimal action of a 'branching' pair: worst (lowest Q*, default) or nearest (highest Q*)")
+    p.add_argument("--exclude-ties", action="store_true", help="leave states with tied optimal actions unscored")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--no-plot", action="store_true", help="write only the JSON")
+    args = p.parse_args(argv)
+    cfg = FrozenLakeConfig(steps=args.steps, lr=args.lr, hidden=args.hidden, env_gamma=args.env_gamma,
+                           dpo_beta=args.dpo_beta, tdpo_beta=args.tdpo_beta, tdpo_alpha=args.tdpo_alpha,
+                           simpo_beta=args.simpo_beta, simpo_gamma=args.simpo_gamma, orpo_lam=args.orpo_lam,
+                           ift_lambda=args.ift_lambda, ift_gamma=args.ift_gamma,
+                           sft_normalization=args.sft_normalization, net_fit_tol=args.net_fit_tol,
+                           exclude_ties=args.exclude_ties, branch_rule=args.branch_rule)
+    results = run_frozenlake(args.scenarios, args.seeds, args.out, methods=args.methods,
+                             base_seed=args.base_seed, small_map=args.map, large_map=args.large_map,
+                             config=cfg, num_threads=args.threads, plot=not args.no_plot)
+    print(format_tables(results))
+    print("Wrote " + ", ".join(results["files"]))
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- sentiment
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -33,7 +114,9 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
     return values
 
 
-def _parser() -> argparse.ArgumentParser:
+def _sentiment_parser() -> argparse.ArgumentParser:
+    from alignlab.testbeds.sentiment.pipeline import METHODS, SYNTHETIC, TINY_POLICY, SentimentConfig
+
     d = SentimentConfig()
     p = argparse.ArgumentParser(
         prog="alignlab testbed sentiment",
@@ -84,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SentimentConfig:
     """SentimentConfig from parsed options: given options, then --smoke's values, then the defaults."""
+    from alignlab.testbeds.sentiment.pipeline import SMOKE, SentimentConfig
+
     values: dict[str, Any] = dict(SMOKE) if args.smoke else {}
     names = {f.name for f in fields(SentimentConfig)}
     for name in names:
@@ -100,41 +185,19 @@ def config_from_args(args: argparse.Namespace) -> SentimentConfig:
     return replace(SentimentConfig(), **values).validate()
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """The terminal summary: one row per run (reference first), then the frontier comparisons."""
-    header = f"{'method':<18} {'beta':>6} {'reward':>7} {'KL':>7} {'KL~':>7} {'entropy':>7} {'dist-1':>6} " \
-             f"{'dist-2':>6} {'len':>5}"
-    lines = [header, "-" * len(header)]
-
-    def row(label: str, beta: Any, r: dict[str, Any]) -> str:
-        b = "-" if beta is None else f"{beta:g}"
-        return (f"{label:<18} {b:>6} {r['reward']:7.3f} {r['kl']:7.2f} {r['kl_sample']:7.2f} {r['entropy']:7.3f} "
-                f"{r['distinct_1']:6.3f} {r['distinct_2']:6.3f} {r['length']:5.1f}")
-
-    lines.append(row("SFT (reference)", None, result["reference"]))
-    for r in result["runs"]:
-        lines.append(row(group_label(r["method"], r["alpha"]), r["beta"], r))
-    lines.append("KL = exact sum_t KL(pi_theta || pi_ref) over generated tokens; KL~ = its single-sample estimate")
-    for name, c in result["comparisons"].items():
-        if c["points"] == 0 or math.isnan(c["mean_gap"]):
-            lines.append(f"{name}: no common KL range")
-            continue
-        verdict = "dominates" if c["dominates"] else "does not dominate"
-        lines.append(f"{name}: {verdict} on KL [{c['kl_range'][0]:.2f}, {c['kl_range'][1]:.2f}]; reward gap "
-                     f"mean {c['mean_gap']:+.3f}, min {c['min_gap']:+.3f}, max {c['max_gap']:+.3f}")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry: run the sweep, print the table and the files; return 0.
+def sentiment_main(argv: Sequence[str] | None = None) -> int:
+    """`alignlab testbed sentiment`: run the sweep, print the table and the files; return 0.
 
     User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2), or re-raises with --debug.
     """
-    args = _parser().parse_args(argv)
+    args = _sentiment_parser().parse_args(argv)
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1; got {args.threads}")
     cfg = config_from_args(args)
+    import torch
     from rich.console import Console
+
+    from alignlab.testbeds.sentiment import format_table, run_sweep
 
     # accelerate warns on every checkpoint of a tied-embedding model (GPT-2); nothing to act on here
     logging.getLogger("accelerate").setLevel(logging.ERROR)
@@ -152,4 +215,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["config_from_args", "format_table", "main"]
+__all__ = ["config_from_args", "frozenlake_main", "main", "sentiment_main"]
