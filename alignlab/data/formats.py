@@ -28,6 +28,12 @@ SFT (``SFTItem``):
 - ``text``: ``text`` string; every token is trained.
 - any preference format: SFT on the chosen side (``prompt`` + ``chosen``); ``ranking`` uses the best response.
 
+Unpaired preference (``UnpairedItem``; KTO, TRL's unpaired preference format):
+- ``unpaired``: ``prompt`` and ``completion`` as in ``prompt_completion`` (strings, or prompt messages and
+  assistant completion messages) and ``label``, a JSON boolean: true = desirable, false = undesirable. Only
+  ``task="unpaired"`` reads it; preference and SFT loading reject it (``format="prompt_completion"`` trains SFT
+  on every completion, ignoring the label).
+
 Optional fields carried through for diagnostics (idealized ranking accuracy; alignlab.diagnostics.votes):
 ``alpha`` (a number in [0, 1], the fraction of raters preferring the chosen response; on a ranking record only
 with 2 responses, the fraction preferring the better-ranked one) and ``votes`` (a list of non-negative integers:
@@ -37,7 +43,8 @@ raters who picked it, from which each expanded pair gets its alpha).
 Detection (``format="auto"``) looks at the fields of the first record that identify a format: ``messages`` ->
 messages, ``responses`` -> ranking, ``chosen``+``rejected`` with ``prompt`` -> conversational (list prompt) or
 standard, without ``prompt`` -> implicit (lists), hh (strings holding ``"\\n\\nAssistant:"``) or implicit
-(other strings), ``prompt``+``completion`` -> prompt_completion, ``text`` -> text. Every record is then
+(other strings), ``completion``+``label`` -> unpaired, ``prompt``+``completion`` (no ``label``) ->
+prompt_completion, ``text`` -> text. Every record is then
 checked against that one format, so a dataset never mixes formats silently.
 
 A record is "empty" where a required string has no non-whitespace character. An empty prompt or response in
@@ -59,7 +66,9 @@ Content = str | list[Message]
 
 PREFERENCE_FORMATS = ("standard", "conversational", "implicit", "hh", "ranking")
 SFT_FORMATS = ("prompt_completion", "messages", "text")
-FORMATS = PREFERENCE_FORMATS + SFT_FORMATS
+UNPAIRED_FORMATS = ("unpaired",)
+FORMATS = PREFERENCE_FORMATS + SFT_FORMATS + UNPAIRED_FORMATS
+TASKS = ("preference", "sft", "unpaired")
 CANONICAL_FIELDS = (
     "prompt",
     "chosen",
@@ -71,6 +80,7 @@ CANONICAL_FIELDS = (
     "ranks",
     "alpha",
     "votes",
+    "label",
 )
 HH_ASSISTANT_TAG = "\n\nAssistant:"
 
@@ -105,6 +115,22 @@ class SFTItem:
     completion: Content | None = None
     messages: list[Message] | None = None
     text: str | None = None
+
+
+@dataclass
+class UnpairedItem:
+    """A validated unpaired example: one completion of a prompt and whether it is desirable (``label``).
+    Strings or message lists (prompt messages, assistant completion messages); never mixed."""
+
+    prompt: Content
+    completion: Content
+    label: bool
+    index: int
+    where: str
+
+    @property
+    def is_chat(self) -> bool:
+        return isinstance(self.prompt, list)
 
 
 @dataclass
@@ -250,6 +276,8 @@ def detect_format(record: Record, names: dict[str, str]) -> str:
         if isinstance(chosen, str) and HH_ASSISTANT_TAG in chosen:
             return "hh"
         return "implicit"
+    if f.has("completion") and f.has("label"):
+        return "unpaired"
     if f.has("prompt") and f.has("completion"):
         return "prompt_completion"
     if f.has("text"):
@@ -257,8 +285,8 @@ def detect_format(record: Record, names: dict[str, str]) -> str:
     fields = ", ".join(sorted(record.data)) or "none"
     raise DataError(
         f"{record.where}: cannot detect the data format from fields [{fields}]; expected "
-        "prompt/chosen/rejected, chosen/rejected, prompt/responses/ranks, prompt/completion, messages or "
-        "text "
+        "prompt/chosen/rejected, chosen/rejected, prompt/responses/ranks, prompt/completion/label, "
+        "prompt/completion, messages or text "
         "(map columns with columns= or pass format=)"
     )
 
@@ -422,6 +450,18 @@ def _sft(f: _Fields, record: Record, fmt: str) -> SFTItem:
     raise AssertionError(fmt)
 
 
+def _unpaired(f: _Fields, record: Record) -> UnpairedItem:
+    prompt = f.text_or_messages("prompt")
+    completion = f.text_or_messages(
+        "completion", want="string" if isinstance(prompt, str) else "messages", assistant_only=True
+    )
+    label = f.get("label")
+    # a strict bool: 0/1 or "true" would be silently truthy, and a flipped label inverts the KTO gradient
+    if not isinstance(label, bool):
+        raise _Problem(f"field '{f.name('label')}' must be a boolean (true or false), got {label!r}")
+    return UnpairedItem(prompt, completion, label, index=record.index, where=record.where)
+
+
 def normalize_records(
     records: list[Record],
     *,
@@ -433,13 +473,14 @@ def normalize_records(
     """Validate every record against one format and normalise it; collects all errors instead of stopping.
 
     task="preference" returns PreferenceItems (SFT formats are rejected); task="sft" returns SFTItems, built
-    from the chosen side for preference formats (``sft_turns`` is checked here and applied at tokenization).
+    from the chosen side for preference formats (``sft_turns`` is checked here and applied at tokenization);
+    task="unpaired" returns UnpairedItems and accepts the ``unpaired`` format only (the other tasks reject it).
     Raises DataError only when the format cannot be detected or does not fit the task.
     """
     names = check_columns(columns)
     check_format(format)
-    if task not in ("preference", "sft"):
-        raise ConfigError(f"task must be 'preference' or 'sft', got '{task}'")
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got '{task}'")
     if sft_turns not in ("all", "last"):
         raise ConfigError(f"sft_turns must be 'all' or 'last', got '{sft_turns}'")
     if not records:
@@ -450,7 +491,16 @@ def normalize_records(
             f"{records[0].where}: this is SFT data (format '{fmt}'); preference training needs "
             "prompt/chosen/rejected pairs"
         )
+    if (task == "unpaired") != (fmt in UNPAIRED_FORMATS):
+        raise DataError(_task_mismatch(records[0].where, fmt, task))
     result = NormalizeResult(format=fmt)
+    if task == "unpaired":
+        for record in records:
+            try:
+                result.items.append(_unpaired(_Fields(record.data, names), record))
+            except _Problem as e:
+                result.errors.append(f"{record.where}: {e}")
+        return result
     first_identical = first_empty = first_tied = None
     n_tied = 0
     for record in records:
@@ -507,3 +557,18 @@ def normalize_records(
             f"{n_tied} ranking records have all ranks tied (first: {first_tied}); they give no pairs"
         )
     return result
+
+
+def _task_mismatch(where: str, fmt: str, task: str) -> str:
+    """The one-line error for unpaired data given to another task, or other data given to task 'unpaired'."""
+    if task == "unpaired":
+        return (
+            f"{where}: unpaired training needs prompt/completion/label records (format 'unpaired'), "
+            f"got format '{fmt}'"
+        )
+    need = "prompt/chosen/rejected pairs" if task == "preference" else "SFT data"
+    hint = "; pass format='prompt_completion' to fine-tune on every completion" if task == "sft" else ""
+    return (
+        f"{where}: this is unpaired preference data (format '{fmt}': prompt/completion/label); "
+        f"{task} training needs {need}{hint}"
+    )

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from alignlab.data.report import DataReport
-from alignlab.data.tokenization import check_lengths, eos_token_id, tokenize_preference, tokenize_sft
+from alignlab.data.tokenization import (
+    check_lengths,
+    eos_token_id,
+    tokenize_preference,
+    tokenize_sft,
+    tokenize_unpaired,
+)
 from alignlab.data.validate import data_error, load_and_normalize
 from alignlab.errors import DataError
 
@@ -68,10 +74,40 @@ def load_sft_data(
                  data_files=data_files, sft_turns=sft_turns)
 
 
+def load_unpaired_data(
+    source: Any,
+    tokenizer: Any,
+    *,
+    split: str = "train",
+    columns: dict[str, str] | None = None,
+    format: str = "auto",
+    max_length: int = 512,
+    max_prompt_length: int = 256,
+    prompt_truncation: str = "keep_end",
+    response_truncation: str = "truncate",
+    shuffle_seed: int | None = None,
+    limit: int | None = None,
+    data_files: Any = None,
+) -> tuple[list[dict[str, Any]], DataReport]:
+    """Load, validate and tokenize unpaired preference data (KTO): ``prompt``, ``completion``, boolean
+    ``label`` records (format "unpaired").
+
+    Validation happens before tokenization, as in load_preference_data. Returns (examples, report); each
+    example is ``{"prompt_input_ids", "input_ids", "labels": list[int], "label": bool, "index": int, "where":
+    str, "eos_dropped": bool}``: input_ids is the full sequence (prompt + completion), labels aligned and -100
+    on the prompt. The order is the source's (after ``shuffle_seed``); it matters for KTO, whose KL
+    completions are the neighbours' within a batch (``collate_unpaired``).
+    """
+    return _load("unpaired", source, tokenizer, split=split, columns=columns, format=format,
+                 max_length=max_length, max_prompt_length=max_prompt_length, prompt_truncation=prompt_truncation,
+                 response_truncation=response_truncation, shuffle_seed=shuffle_seed, limit=limit,
+                 data_files=data_files)
+
+
 def _load(task: str, source: Any, tokenizer: Any, *, split: str, columns: dict[str, str] | None, format: str,
           max_length: int, max_prompt_length: int, prompt_truncation: str, response_truncation: str,
           shuffle_seed: int | None, limit: int | None, data_files: Any, sft_turns: str = "all"):
-    """Validate every record, then tokenize: the shared body of both entry points."""
+    """Validate every record, then tokenize: the shared body of the entry points."""
     check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
     eos_token_id(tokenizer)
     extra = {"sft_turns": sft_turns} if task == "sft" else {}
@@ -80,11 +116,11 @@ def _load(task: str, source: Any, tokenizer: Any, *, split: str, columns: dict[s
     if result.errors:
         raise data_error(result.errors)
     if not result.items:
-        what = "preference pairs" if task == "preference" else "SFT examples"
+        what = {"preference": "preference pairs", "sft": "SFT examples", "unpaired": "unpaired examples"}[task]
         raise DataError(f"{source}: no {what} (split '{split}')")
     report = DataReport(format=result.format, n_records=n, n_identical_pairs=result.n_identical_pairs,
                         warnings=list(result.warnings))
-    tokenize = tokenize_preference if task == "preference" else tokenize_sft
+    tokenize = {"preference": tokenize_preference, "sft": tokenize_sft, "unpaired": tokenize_unpaired}[task]
     examples = tokenize(result.items, tokenizer, report, max_length=max_length, max_prompt_length=max_prompt_length,
                         prompt_truncation=prompt_truncation, response_truncation=response_truncation, **extra)
     return examples, report

@@ -38,7 +38,8 @@ counted in tokens including the prefix (BOS) and EOS:
 - if still too long: ``response_truncation="truncate"`` cuts each response at the end to max_length -
   len(prompt) tokens (its EOS is lost: ``eos_dropped``); ``"drop_example"`` drops the example.
 - an example left with no trained response token is dropped (``n_dropped_empty``). SFT examples follow the
-  same rule with the single sequence as the response.
+  same rule with the single sequence as the response; unpaired (KTO) examples with their one completion as
+  the response, L = len(prompt) + len(completion).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignlab.data.chat import Segment, chat_segments, merge_segments, render_messages
-from alignlab.data.formats import PreferenceItem, SFTItem
+from alignlab.data.formats import PreferenceItem, SFTItem, UnpairedItem
 from alignlab.data.report import DataReport
 from alignlab.errors import ConfigError
 
@@ -217,6 +218,19 @@ def preference_segments(tokenizer: Any, item: PreferenceItem) -> tuple[str, list
     return prompt_text, sides[0], sides[1]
 
 
+def unpaired_segments(tokenizer: Any, item: UnpairedItem) -> tuple[str, list[Segment]]:
+    """(prompt text, completion segments) of an unpaired example; the prompt text is untrained. Chat items
+    render as one side of a conversational pair does."""
+    if not item.is_chat:
+        return item.prompt, [(item.completion, True)]
+    prompt_text = render_messages(tokenizer, item.prompt, add_generation_prompt=True)
+    messages = item.prompt + item.completion
+    flags = [False] * len(item.prompt) + [m["role"] == "assistant" for m in item.completion]
+    segments = chat_segments(tokenizer, messages, flags, where=item.where)
+    assert segments[0] == (prompt_text, False), "chat_segments checked the prefix property"
+    return prompt_text, segments[1:]
+
+
 def sft_segments(tokenizer: Any, item: SFTItem, sft_turns: str = "all") -> list[Segment]:
     """Segments of one SFT example (leading untrained segment = its prompt, possibly none)."""
     if item.kind == "text":
@@ -371,6 +385,66 @@ def tokenize_sft(
             {
                 "input_ids": prompt + response,
                 "labels": [IGNORE_INDEX] * len(prompt) + labels,
+                "index": item.index,
+                "where": item.where,
+                "eos_dropped": eos_dropped,
+            }
+        )
+    report.n_kept += len(out)
+    return out
+
+
+def tokenize_unpaired(
+    items: list[UnpairedItem],
+    tokenizer: Any,
+    report: DataReport,
+    *,
+    max_length: int = 512,
+    max_prompt_length: int = 256,
+    prompt_truncation: str = "keep_end",
+    response_truncation: str = "truncate",
+) -> list[dict[str, Any]]:
+    """Unpaired (KTO) examples ``{"prompt_input_ids", "input_ids", "labels": list[int], "label": bool,
+    "index": int, "where": str, "eos_dropped": bool}``; updates ``report`` counts.
+
+    The rule of tokenize_preference with one response: ``prompt_input_ids`` (prefix/BOS included) is an exact
+    prefix of ``input_ids`` and labelled -100, the completion ends with EOS, truncation as in the module
+    docstring with L = len(prompt) + len(completion). ``label`` is True for a desirable completion.
+    """
+    check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
+    enc = _Encoder(tokenizer, max_prompt_length)
+    out = []
+    for item in items:
+        prompt_text, segments = unpaired_segments(tokenizer, item)
+        if not any(t.strip() for t, trained in segments if trained):
+            report.n_dropped_empty += 1
+            continue
+        prompt = encode(tokenizer, prompt_text)
+        response, labels, parts = enc.response(segments)
+        merged = enc.merges([prompt_text] + [t for t, _ in segments], [prompt] + parts)
+        prompt, lead = enc.start(prompt)
+        prompt_cut = eos_dropped = False
+        if len(prompt) + len(response) > max_length and len(prompt) > max_prompt_length:
+            prompt = _cut_prompt(prompt, max_prompt_length, prompt_truncation, lead)
+            prompt_cut = True
+        if len(prompt) + len(response) > max_length:
+            if response_truncation == "drop_example":
+                report.n_dropped_truncation += 1
+                continue
+            room = max_length - len(prompt)
+            response, labels, eos_dropped = response[:room], labels[:room], True
+        if not _has_trained(labels):
+            report.n_dropped_empty += 1
+            continue
+        report.n_prompt_truncated += prompt_cut
+        report.n_response_truncated += eos_dropped
+        report.n_boundary_merges += merged
+        out.append(
+            {
+                "prompt_input_ids": prompt,
+                "input_ids": prompt + response,
+                "labels": [IGNORE_INDEX] * len(prompt) + labels,
+                "label": item.label,
                 "index": item.index,
                 "where": item.where,
                 "eos_dropped": eos_dropped,

@@ -72,7 +72,7 @@ def validate_data(
     """Check every record of ``source`` (see ``read_records`` for sources) without a tokenizer.
 
     task="preference" expects preference pairs; task="sft" accepts SFT formats and preference data (chosen
-    side). Unreadable lines, missing or mistyped fields, empty responses, malformed messages and
+    side); task="unpaired" expects prompt/completion/label records (KTO; ``label`` a boolean). Unreadable lines, missing or mistyped fields, empty responses, malformed messages and
     implicit-prompt pairs with no common prefix are errors; identical pairs and pairs whose hh/implicit split
     leaves an empty response are warnings with a count. A format that cannot be detected is an error too.
     """

@@ -376,6 +376,18 @@ def ranking(n: int = 50) -> list[dict]:
     return out
 
 
+def unpaired(n: int = 60) -> list[dict]:
+    """KTO's unpaired format: one completion per prompt and a boolean label (true = desirable), about half
+    each; the desirable completions are the pairs' chosen responses, the undesirable ones their rejected."""
+    rng = random.Random(8)
+    out = []
+    for _ in range(n):
+        p, c, r = _pair(rng)
+        label = rng.random() < 0.5
+        out.append({"prompt": p, "completion": c if label else r, "label": label})
+    return out
+
+
 FILES = {
     "pairs.jsonl": pairs,
     "pairs_conversational.jsonl": pairs_conversational,
@@ -384,6 +396,7 @@ FILES = {
     "sft.jsonl": sft,
     "sft_messages.jsonl": sft_messages,
     "ranking.jsonl": ranking,
+    "unpaired.jsonl": unpaired,
 }
 
 
