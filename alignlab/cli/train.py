@@ -76,7 +76,7 @@ def _print_summary(console, method: str, result) -> None:
     for key in keys:
         table.add_row(key[5:], _fmt(result.eval_before.get(key)), _fmt(result.eval_after.get(key)))
     console.print(table)
-    console.print(f"run directory: {result.run_dir}")
+    console.print(f"run directory: {result.run_dir}", soft_wrap=True)  # a path to copy: never wrapped
 
 
 def _print_quickstart(console, sft, pref) -> None:
@@ -94,7 +94,7 @@ def _print_quickstart(console, sft, pref) -> None:
     console.print(f"SFT held-out NLL per token: {_fmt(sft.eval_before.get('eval/nll/seq_mean'))} -> "
                   f"{_fmt(sft.eval_after.get('eval/nll/seq_mean'))}")
     console.print(table)
-    console.print(f"run directory: {pref.run_dir.parent} (sft/, tdpo2/; final models in */final)")
+    console.print(f"run directory: {pref.run_dir.parent} (sft/, tdpo2/; final models in */final)", soft_wrap=True)
 
 
 __all__ = ["main"]

@@ -31,9 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help='JSON mapping of canonical field to source column, e.g. \'{"chosen": "good"}\'',
     )
-    parser.add_argument(
-        "--sft", action="store_true", help="validate as SFT data (preference data: chosen side)"
-    )
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--sft", action="store_true", help="validate as SFT data (preference data: chosen side)")
+    kind.add_argument("--unpaired", action="store_true",
+                      help="validate as unpaired preference data (prompt, completion, label: KTO)")
     args = parser.parse_args(argv)
     try:
         columns = json.loads(args.columns) if args.columns else None
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         split=args.split,
         columns=columns,
         format=args.format,
-        task="sft" if args.sft else "preference",
+        task="sft" if args.sft else "unpaired" if args.unpaired else "preference",
     )
     for line in result.errors[:MAX_REPORTED_ERRORS]:
         print(line)

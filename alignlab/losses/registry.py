@@ -24,6 +24,7 @@ from alignlab.losses.dpo import dpo_loss
 from alignlab.losses.dpo_variants import length_desensitized_logps, wpo_weights
 from alignlab.losses.fdpo import fdpo_loss
 from alignlab.losses.ift import ift_loss
+from alignlab.losses.kto import KTO_LOSS_TYPES, kto_loss
 from alignlab.losses.orpo import NLL_NORMALIZATIONS as ORPO_NLL_NORMALIZATIONS
 from alignlab.losses.orpo import orpo_log_odds, orpo_loss
 from alignlab.losses.sft import sft_loss
@@ -72,6 +73,19 @@ class SequenceStats:
     lengths: Tensor
     token_logps: Tensor | None = None
     mask: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class UnpairedStats:
+    """Per-sequence statistics of B unpaired examples (KTO), every field [B] except `kl`: summed completion log-probs
+    of the policy and the reference, token counts, desirable (bool), and the reference point z0 (0-dim, detached;
+    None where the loss type has none)."""
+
+    logps: Tensor
+    ref_logps: Tensor
+    lengths: Tensor
+    desirable: Tensor
+    kl: Tensor | None = None
 
 
 @dataclass
@@ -230,6 +244,28 @@ class CPOParams(BetaParams):
 
 
 @dataclass(frozen=True)
+class KTOParams(BetaParams):
+    """KTO (alignlab.losses.kto): loss_type kto or apo_zero_unpaired; weights of desirable / undesirable examples."""
+
+    loss_type: str = "kto"
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.loss_type in KTO_LOSS_TYPES, "loss_type", f"one of {', '.join(KTO_LOSS_TYPES)} for method kto",
+               self.loss_type)
+        _check(self.desirable_weight >= 0, "desirable_weight", ">= 0", self.desirable_weight)
+        _check(self.undesirable_weight >= 0, "undesirable_weight", ">= 0", self.undesirable_weight)
+
+    def needs_kl_batch(self) -> bool:
+        return self.loss_type == "kto"
+
+    def min_micro_batch_size(self) -> int:
+        return 2 if self.needs_kl_batch() else 1  # the KL completions come from the other examples of the batch
+
+
+@dataclass(frozen=True)
 class ORPOParams(Params):
     orpo_lambda: float = 0.1
     orpo_nll_normalization: str = "sequence_mean"  # the paper's per-sequence mean (alignlab/losses/orpo.py)
@@ -362,6 +398,13 @@ def _cpo(s: PairStats, p: CPOParams) -> LossOutput:
     return out
 
 
+def _kto(s: UnpairedStats, p: KTOParams) -> LossOutput:
+    losses, rewards = kto_loss(s.logps, s.ref_logps, s.desirable, s.kl, beta=p.beta,
+                               desirable_weight=p.desirable_weight, undesirable_weight=p.undesirable_weight,
+                               loss_type=p.loss_type)
+    return LossOutput(losses, metrics={"kto/reward": rewards})
+
+
 def _sft(s: SequenceStats, p: SFTParams) -> LossOutput:
     if p.sft_normalization == "token_mean":
         return LossOutput(-s.logps)  # the caller divides by the step's global token count (normaliser "tokens")
@@ -389,6 +432,7 @@ class Method:
     params: type[Params]
     loss: Callable[[Any, Any], LossOutput]
     paired: bool = True
+    unpaired: bool = False  # single completions labelled desirable or not (KTO), with a mismatched KL batch
     needs_ref: bool = False
     needs_token_kl: bool = False
     precomputable_ref: bool = False
@@ -425,6 +469,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("simpo", "SimPO, arXiv 2405.14734 Eq. 6", SimPOParams, _simpo),
     Method("cpo", "CPO, arXiv 2401.08417 Eq. 3, 5", CPOParams, _cpo,
            needs_step_chosen_tokens=lambda p: p.cpo_alpha > 0),
+    Method("kto", "KTO, arXiv 2402.01306 Eq. 7", KTOParams, _kto, paired=False, unpaired=True, needs_ref=True),
     Method("orpo", "ORPO, arXiv 2403.07691 Eq. 6-8", ORPOParams, _orpo,
            needs_step_chosen_tokens=lambda p: p.orpo_nll_normalization == "batch_token_mean"),
 )}
@@ -449,5 +494,5 @@ def param_defaults(key: str) -> dict[str, Any]:
             for name, m in METHODS.items() if key in m.param_keys()}
 
 
-__all__ = ["METHODS", "LossOutput", "Method", "PairStats", "Params", "SequenceStats", "get_method",
+__all__ = ["METHODS", "LossOutput", "Method", "PairStats", "Params", "SequenceStats", "UnpairedStats", "get_method",
            "methods_with_key", "param_defaults"]

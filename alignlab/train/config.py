@@ -84,7 +84,7 @@ class TrainConfig:
     loss_type: str | list | None = _key(None, "loss type (TRL's names); dpo: sigmoid, hinge, ipo, exo_pair, "
                                         "nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, "
                                         "apo_down, discopop, sigmoid_norm, sft, or a list of them; cpo: sigmoid, "
-                                        "hinge, ipo, simpo")
+                                        "hinge, ipo, simpo; kto: kto, apo_zero_unpaired")
     loss_weights: list | None = _key(None, "weights of a loss_type list (default: all 1)")
     rpo_alpha: float | None = _key(None, "RPO: adds alpha x the chosen responses' token-mean NLL to DPO")
     discopop_tau: float | None = _key(None, "discopop loss type's temperature")
@@ -100,6 +100,8 @@ class TrainConfig:
     simpo_gamma: float | None = _key(None, "SimPO target margin gamma (absolute; gamma/beta = 0.25 at beta 2)")
     orpo_lambda: float | None = _key(None, "ORPO lambda")
     cpo_alpha: float | None = _key(None, "CPO: weight of the chosen responses' token-mean NLL")
+    desirable_weight: float | None = _key(None, "KTO: weight of the desirable examples' losses")
+    undesirable_weight: float | None = _key(None, "KTO: weight of the undesirable examples' losses")
     orpo_nll_normalization: str | None = _key(None, "ORPO NLL term: sequence_mean (the paper) or "
                                                     "batch_token_mean (TRL, official code)")
     sft_normalization: str | None = _key(None, "SFT loss normalisation: sum, seq_mean or token_mean")
@@ -219,6 +221,10 @@ class TrainConfig:
             raise ConfigError(f"config key 'precompute_ref_logps' applies to methods with a reference "
                               f"({'/'.join(n for n, m in METHOD_RECORDS.items() if m.precomputable_ref)}), "
                               f"not '{self.method}'")
+        least = getattr(params, "min_micro_batch_size", lambda: 1)()
+        if self.micro_batch_size < least or self.eval_batch_size < least:
+            raise ConfigError(f"method '{self.method}' needs micro_batch_size and eval_batch_size >= {least} (its KL "
+                              "reference point pairs each prompt with another example's completion)")
         online = getattr(params, "online_ref_reason", lambda: None)()
         if self.precompute_ref_logps and online:
             raise ConfigError(f"precompute_ref_logps: {online}; drop one of the two keys")

@@ -8,13 +8,15 @@ by the step's global normaliser (rows, or tokens for a token-normalised method).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from alignlab import models
-from alignlab.losses.registry import IFTParams, PairStats, SequenceStats
+from alignlab.losses.kto import kto_reference_point
+from alignlab.losses.registry import IFTParams, PairStats, SequenceStats, UnpairedStats
 from alignlab.models import Trunk
 from alignlab.ops import SequenceStats as TokenStats
 from alignlab.train.config import TrainConfig
@@ -95,6 +97,37 @@ def pair_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Tru
         metrics["kl/margin"] = metrics["kl/chosen"] - metrics["kl/rejected"]
     if stats.reverse_kl is not None:
         metrics["kl_reverse/chosen"], metrics["kl_reverse/rejected"] = stats.reverse_kl[:b], stats.reverse_kl[b:]
+    return StepOutput(losses=out.losses, metrics=metrics, tokens=int(batch["attention_mask"].sum()))
+
+
+def unpaired_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Trunk, *,
+                  all_reduce_mean: Callable[[Tensor], Tensor] | None = None) -> StepOutput:
+    """An unpaired method of the registry (KTO) on one micro-batch of B labelled completions: statistics of the
+    batch under the policy and the reference; with a KL batch (kl_* keys: each prompt with another example's
+    completion) the reference point z0 from both models without gradient, averaged over processes before the
+    clamp (`all_reduce_mean`), as TRL does; then method.loss. Per-side metrics are NaN on the other side's rows."""
+    method, params = cfg.method_record, cfg.params
+    stats = sequence_stats(cfg, trunk, batch, ref=ref)
+    kl = None
+    if "kl_input_ids" in batch:
+        kl_batch = {"input_ids": batch["kl_input_ids"], "attention_mask": batch["kl_attention_mask"],
+                    "labels": batch["kl_labels"]}
+        with torch.no_grad():
+            kl_stats = sequence_stats(cfg, trunk, kl_batch, ref=ref)
+        kl = kto_reference_point(kl_stats.logps, kl_stats.ref_logps, all_reduce_mean=all_reduce_mean)
+    desirable = batch["desirable"]
+    out = method.loss(UnpairedStats(stats.logps, stats.ref_logps, stats.lengths, desirable, kl), params)
+    nan = torch.full_like(stats.logps, float("nan"))
+    rewards = out.metrics.pop("kto/reward")
+    metrics = {
+        "logps/chosen": torch.where(desirable, stats.logps.detach(), nan),
+        "logps/rejected": torch.where(desirable, nan, stats.logps.detach()),
+        "rewards/chosen": torch.where(desirable, rewards, nan),
+        "rewards/rejected": torch.where(desirable, nan, rewards),
+        **out.metrics,
+    }
+    if kl is not None:
+        metrics["kl"] = kl.expand_as(stats.logps)
     return StepOutput(losses=out.losses, metrics=metrics, tokens=int(batch["attention_mask"].sum()))
 
 

@@ -11,6 +11,7 @@ the process count because DDP averages gradients: batch 8 x accumulation 1 and 4
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -34,14 +35,16 @@ from alignlab.data import (
     collate_sft,
     load_preference_data,
     load_sft_data,
+    load_unpaired_data,
     padding_id,
 )
+from alignlab.data.collate import collate_unpaired
 from alignlab.errors import ConfigError
 from alignlab.models import Trunk, score_batches
 from alignlab.train import checkpoint as ckpt
 from alignlab.train.callbacks import TrainerCallback
 from alignlab.train.config import TrainConfig, load_config, run_config_values
-from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_step
+from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_step, unpaired_step
 from alignlab.train.metrics import MetricsWriter
 from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
 from alignlab.train.ref_cache import REF_CACHE_VERSION, cached_reference_logps, reference_fingerprint
@@ -91,13 +94,15 @@ class Trainer:
     def _setup_data(self) -> None:
         cfg = self.cfg
         self.tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-        pair = cfg.is_pair_method
-        default = SAMPLES_DIR / ("pairs.jsonl" if pair else "sft.jsonl")
+        pair, record = cfg.is_pair_method, cfg.method_record
+        default = SAMPLES_DIR / ("pairs.jsonl" if pair else "unpaired.jsonl" if record.unpaired else "sft.jsonl")
         kwargs = {"columns": cfg.columns or None, "format": cfg.data_format, "max_length": cfg.max_length,
                       "max_prompt_length": cfg.max_prompt_length, "prompt_truncation": cfg.prompt_truncation,
                       "response_truncation": cfg.response_truncation, "limit": cfg.limit}
         if pair:
             load = load_preference_data
+        elif record.unpaired:
+            load = load_unpaired_data
         else:
             def load(source, tokenizer, **kw):
                 return load_sft_data(source, tokenizer, sft_turns=cfg.sft_turns, **kw)
@@ -130,7 +135,11 @@ class Trainer:
                               f"{self.global_batch} (micro_batch_size x gradient_accumulation_steps x processes)")
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.pad_id = padding_id(self.tokenizer)
-        self.collate = collate_preference if pair else collate_sft
+        if record.unpaired:  # with its mismatched KL batch when the loss needs a reference point (TRL's KTO)
+            kl = getattr(cfg.params, "needs_kl_batch", lambda: False)()
+            self.collate = functools.partial(collate_unpaired, max_length=cfg.max_length, kl=kl)
+        else:
+            self.collate = collate_preference if pair else collate_sft
 
     def _setup_models(self) -> None:
         cfg, acc = self.cfg, self.accelerator
@@ -228,12 +237,19 @@ class Trainer:
                  *, eval_kl: bool = False, step_totals: tuple[float, float] | None = None) -> StepOutput:
         cfg = self.cfg
         with autocast(cfg.mixed_precision, self.accelerator.device):
+            if cfg.method_record.unpaired:
+                ref = reference_trunk(self.policy, self.ref_model)
+                return unpaired_step(cfg, self.trunk, batch, ref, all_reduce_mean=self._all_reduce_mean)
             if not cfg.is_pair_method:
                 return sequence_step(cfg, self.trunk, batch, lam=lam)
             ref_logps = self._ref_logps(examples)
             needs_online_ref = cfg.needs_reference and ref_logps is None
             ref = reference_trunk(self.policy, self.ref_model) if needs_online_ref else None
             return pair_step(cfg, self.trunk, batch, ref, ref_logps, eval_kl=eval_kl, step_totals=step_totals)
+
+    def _all_reduce_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean over processes of a per-process scalar (KTO's reference point is averaged before clamping)."""
+        return self.accelerator.reduce(x, reduction="mean")
 
     # ---------------------------------------------------------------------------------------- train step
     def accumulate_gradients(self, step: int) -> dict[str, Any]:
@@ -288,7 +304,8 @@ class Trainer:
         metrics = {"loss": total_loss, "lr": lr, "grad_norm": float(grad_norm),
                    "tokens_per_s": total_tokens / max(time.perf_counter() - start, 1e-9)}
         for k, values in acc_out["rows"].items():
-            metrics[k] = float(acc.gather(torch.cat(values)).mean())
+            # nan-aware: a metric of some rows only (KTO's desirable / undesirable sides) is NaN on the others
+            metrics[k] = float(acc.gather(torch.cat(values)).nanmean())
         return metrics
 
     # ------------------------------------------------------------------------------------------ evaluate
@@ -321,6 +338,7 @@ class Trainer:
         for part in gather_object([rows]):
             for k, v in part.items():
                 merged.setdefault(k, []).extend(v)
+        merged = {k: [x for x in v if not math.isnan(x)] for k, v in merged.items()}  # NaN: rows not covered
         result = {f"eval/{k}": sum(v) / len(v) for k, v in merged.items() if v and not k.startswith("_")}
         if "_tokens" in merged:
             result["eval/loss"] = sum(merged["_token_nll"]) / max(sum(merged["_tokens"]), 1)

@@ -249,3 +249,10 @@ def test_loaded_examples_collate(tokenizer):
     for i in range(8):
         j = (i - 1) % 8
         assert int((b["kl_labels"][i] != IGNORE).sum()) == int((b["labels"][j] != IGNORE).sum())
+
+
+def test_validate_data_cli_checks_unpaired_data(capsys):
+    from alignlab.cli import main
+
+    assert main(["validate-data", str(SAMPLES_DIR / "unpaired.jsonl"), "--unpaired"]) == 0
+    assert "OK" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from alignlab.losses.registry import (
     METHODS,
     PairStats,
     SequenceStats,
+    UnpairedStats,
     get_method,
     methods_with_key,
     param_defaults,
@@ -41,6 +42,10 @@ def test_every_loss_runs_on_its_statistics_with_its_defaults(name):
     if method.paired:
         out = method.loss(_pair_stats(), params)
         assert out.chosen_rewards.shape == out.rejected_rewards.shape == (5,)
+    elif method.unpaired:
+        s = _pair_stats()
+        out = method.loss(UnpairedStats(s.chosen_logps, s.ref_chosen_logps, s.chosen_lengths,
+                                        torch.tensor([True, False, True, True, False]), torch.tensor(0.3)), params)
     else:
         logps = -torch.rand(3, 6, dtype=torch.float64).requires_grad_()
         mask = torch.ones(3, 6, dtype=torch.bool)
@@ -62,7 +67,7 @@ def test_records_route_to_the_papers_losses():
 
 def test_keys_apply_where_the_records_say():
     assert methods_with_key("tdpo_alpha") == ("tdpo2",)
-    assert set(methods_with_key("beta")) == {"dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "cpo"}
+    assert set(methods_with_key("beta")) == {"dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "cpo", "kto"}
     assert set(METHOD_KEYS) == {k for m in METHODS.values() for k in m.param_keys()}
     for name, method in METHODS.items():
         others = [k for k in METHOD_KEYS if k not in method.param_keys()]

@@ -14,7 +14,7 @@ from alignlab.train import checkpoint as ckpt
 from alignlab.train.metrics import read_metrics
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-METHODS = ["sft", "ift", "dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "orpo", "cpo"]
+METHODS = ["sft", "ift", "dpo", "ipo", "cdpo", "fdpo", "tdpo1", "tdpo2", "simpo", "orpo", "cpo", "kto"]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -27,6 +27,8 @@ def test_every_recipe_trains_and_loss_goes_down(method, tmp_path):
     assert math.isfinite(after) and after < before, (before, after)
     if method in ("dpo", "cdpo", "fdpo", "tdpo1", "tdpo2"):
         assert before == pytest.approx(math.log(2), abs=1e-5)  # policy == reference at step 0
+    if method == "kto":
+        assert before == pytest.approx(0.5, abs=1e-5)  # r = z0 = 0 at step 0: 1 - sigma(0) per example
     lines = read_metrics(result.run_dir)
     assert sum("loss" in line for line in lines) == 8
     model = AutoModelForCausalLM.from_pretrained(result.run_dir / "final")
@@ -266,3 +268,33 @@ def test_wpo_and_ld_dpo_train_from_the_dpo_recipe(extra, tmp_path):
     result = train(cfg)
     before, after = result.eval_before["eval/loss"], result.eval_after["eval/loss"]
     assert math.isfinite(after) and after < before, (before, after)
+
+
+def test_kto_step_equals_its_formula_on_the_models_own_logits(tmp_path):
+    """After one update (policy != reference): the step's per-example losses are TRL's KTO formula on log-probs
+    from each model's own logits, with z0 from the mismatched KL batch."""
+    cfg = load_config(RECIPES / "kto.yaml", [f"run_dir={tmp_path / 'run'}", "max_steps=3", "limit=24",
+                                             "micro_batch_size=6", "max_length=64", "max_prompt_length=32",
+                                             "eval_fraction=0", "warmup_steps=0", "tensorboard=false",
+                                             "progress=false"])
+    trainer = Trainer(cfg)
+    trainer.train_step(0)
+    examples = [trainer.train_examples[i] for i in trainer.step_positions(1)[0]]
+    batch = trainer._to_device(trainer.collate(examples, trainer.pad_id))
+    with torch.no_grad():
+        out = trainer._forward(batch, examples, 0.0)
+
+    def sums(model, ids, mask, labels):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.double(), -1)[:, :-1]
+        scored = labels[:, 1:] != -100
+        return (logp.gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1) * scored).sum(-1)
+
+    policy, ref = trainer.policy.eval(), trainer.ref_model
+    r = sums(policy, batch["input_ids"], batch["attention_mask"], batch["labels"]) - sums(
+        ref, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    kl_args = (batch["kl_input_ids"], batch["kl_attention_mask"], batch["kl_labels"])
+    z0 = (sums(policy, *kl_args) - sums(ref, *kl_args)).mean().clamp(min=0)
+    want = torch.where(batch["desirable"], 1 - torch.sigmoid(0.1 * (r - z0)), 1 - torch.sigmoid(0.1 * (z0 - r)))
+    assert not torch.equal(r, torch.zeros_like(r))  # the policy moved
+    torch.testing.assert_close(out.losses.double(), want, rtol=1e-5, atol=1e-6)
