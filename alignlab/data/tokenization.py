@@ -260,6 +260,29 @@ def _cut_prompt(ids: list[int], n: int, keep: str, lead: int) -> list[int]:
     return ids[:lead] + ids[len(ids) - (n - lead) :]
 
 
+def _fit_sequence(prompt: list[int], lead: int, response: list[int], labels: list[int], report: DataReport, *,
+                  max_length: int, max_prompt_length: int, prompt_truncation: str, response_truncation: str,
+                  ) -> tuple[list[int], list[int], list[int], bool] | None:
+    """One sequence (SFT, or an unpaired completion) cut to max_length by the module's truncation rule:
+    (prompt, response, labels, eos_dropped), or None when it is dropped (counted in `report`)."""
+    prompt_cut = eos_dropped = False
+    if len(prompt) + len(response) > max_length and len(prompt) > max_prompt_length:
+        prompt = _cut_prompt(prompt, max_prompt_length, prompt_truncation, lead)
+        prompt_cut = True
+    if len(prompt) + len(response) > max_length:
+        if response_truncation == "drop_example":
+            report.n_dropped_truncation += 1
+            return None
+        room = max_length - len(prompt)
+        response, labels, eos_dropped = response[:room], labels[:room], True
+    if not _has_trained(labels):
+        report.n_dropped_empty += 1
+        return None
+    report.n_prompt_truncated += prompt_cut
+    report.n_response_truncated += eos_dropped
+    return prompt, response, labels, eos_dropped
+
+
 def _has_trained(labels: list[int]) -> bool:
     return any(x != IGNORE_INDEX for x in labels)
 
@@ -365,21 +388,12 @@ def tokenize_sft(
             k = enc.lead(response)
             prompt, response, labels = response[:k], response[k:], labels[k:]
         prompt, lead = enc.start(prompt)
-        prompt_cut = eos_dropped = False
-        if len(prompt) + len(response) > max_length and len(prompt) > max_prompt_length:
-            prompt = _cut_prompt(prompt, max_prompt_length, prompt_truncation, lead)
-            prompt_cut = True
-        if len(prompt) + len(response) > max_length:
-            if response_truncation == "drop_example":
-                report.n_dropped_truncation += 1
-                continue
-            room = max_length - len(prompt)
-            response, labels, eos_dropped = response[:room], labels[:room], True
-        if not _has_trained(labels):
-            report.n_dropped_empty += 1
+        fitted = _fit_sequence(prompt, lead, response, labels, report, max_length=max_length,
+                               max_prompt_length=max_prompt_length, prompt_truncation=prompt_truncation,
+                               response_truncation=response_truncation)
+        if fitted is None:
             continue
-        report.n_prompt_truncated += prompt_cut
-        report.n_response_truncated += eos_dropped
+        prompt, response, labels, eos_dropped = fitted
         report.n_boundary_merges += merged
         out.append(
             {
@@ -423,21 +437,12 @@ def tokenize_unpaired(
         response, labels, parts = enc.response(segments)
         merged = enc.merges([prompt_text] + [t for t, _ in segments], [prompt] + parts)
         prompt, lead = enc.start(prompt)
-        prompt_cut = eos_dropped = False
-        if len(prompt) + len(response) > max_length and len(prompt) > max_prompt_length:
-            prompt = _cut_prompt(prompt, max_prompt_length, prompt_truncation, lead)
-            prompt_cut = True
-        if len(prompt) + len(response) > max_length:
-            if response_truncation == "drop_example":
-                report.n_dropped_truncation += 1
-                continue
-            room = max_length - len(prompt)
-            response, labels, eos_dropped = response[:room], labels[:room], True
-        if not _has_trained(labels):
-            report.n_dropped_empty += 1
+        fitted = _fit_sequence(prompt, lead, response, labels, report, max_length=max_length,
+                               max_prompt_length=max_prompt_length, prompt_truncation=prompt_truncation,
+                               response_truncation=response_truncation)
+        if fitted is None:
             continue
-        report.n_prompt_truncated += prompt_cut
-        report.n_response_truncated += eos_dropped
+        prompt, response, labels, eos_dropped = fitted
         report.n_boundary_merges += merged
         out.append(
             {
