@@ -161,6 +161,10 @@ class DPOParams(BetaParams):
         except ValueError as exc:
             raise ConfigError(f"method 'dpo': {exc}") from None
 
+    def inactive(self) -> dict[str, str]:
+        names = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+        return {} if "discopop" in names else {"discopop_tau": "loss_type: discopop"}
+
     def extra_stats(self) -> frozenset[str]:
         return frozenset((["token_logps"] if self.ld_alpha is not None else [])
                          + (["log_sum_sq"] if self.use_weighting else []))
@@ -331,11 +335,26 @@ def _dpo(s: PairStats, p: DPOParams) -> LossOutput:
                                                      s.rejected_mask, alpha=p.ld_alpha)
         ref_chosen, ref_rejected = length_desensitized_logps(s.ref_chosen_token_logps, s.ref_rejected_token_logps,
                                                              s.chosen_mask, s.rejected_mask, alpha=p.ld_alpha)
-    losses, chosen_rewards, rejected_rewards = dpo_loss(
-        chosen, rejected, ref_chosen, ref_rejected, beta=p.beta, label_smoothing=p.label_smoothing,
-        loss_type=p.loss_type, loss_weights=p.loss_weights, chosen_lengths=s.chosen_lengths,
-        rejected_lengths=s.rejected_lengths, chosen_nll=-s.chosen_logps, discopop_tau=p.discopop_tau,
-        rpo_alpha=p.rpo_alpha)
+    # The sft loss type and RPO add the chosen responses' token-mean NLL. dpo_loss takes it over the batch (TRL, per
+    # micro-batch); here each row carries -S_c * pairs / tokens of the whole optimizer step, so the caller's
+    # sum / pairs is the step's token mean and accumulation leaves the gradient unchanged.
+    names = [p.loss_type] if isinstance(p.loss_type, str) else list(p.loss_type)
+    weights = list(p.loss_weights) if p.loss_weights is not None else [1.0] * len(names)
+    nll_weight = sum(w for n, w in zip(names, weights) if n == "sft") + (p.rpo_alpha or 0.0)
+    rest = [(n, w) for n, w in zip(names, weights) if n != "sft"]
+    if rest:
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            chosen, rejected, ref_chosen, ref_rejected, beta=p.beta, label_smoothing=p.label_smoothing,
+            loss_type=[n for n, _ in rest], loss_weights=[w for _, w in rest], chosen_lengths=s.chosen_lengths,
+            rejected_lengths=s.rejected_lengths, discopop_tau=p.discopop_tau)
+    else:  # loss_type: sft alone
+        losses = chosen.new_zeros(chosen.shape)
+        chosen_rewards, rejected_rewards = (p.beta * (chosen - ref_chosen).detach(),
+                                            p.beta * (rejected - ref_rejected).detach())
+    if nll_weight:
+        tokens = float(s.chosen_lengths.sum() if s.step_chosen_tokens is None else s.step_chosen_tokens)
+        pairs = float(chosen.shape[0] if s.step_pairs is None else s.step_pairs)
+        losses = losses - nll_weight * s.chosen_logps * (pairs / max(tokens, 1.0))
     if p.use_weighting:
         losses = losses * wpo_weights(s.chosen_logps, s.chosen_log_sum_sq, s.chosen_lengths, s.rejected_logps,
                                       s.rejected_log_sum_sq, s.rejected_lengths, loss_type=p.loss_type)
@@ -460,7 +479,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sft", "supervised fine-tuning NLL", SFTParams, _sft, paired=False, keeps_dropout=True,
            token_normalised=lambda p: p.sft_normalization == "token_mean"),
     Method("ift", "IFT, arXiv 2405.11870", IFTParams, _ift, paired=False, needs_token_logps=True, mixes_inputs=True),
-    Method("dpo", "DPO, arXiv 2305.18290 Eq. 7", DPOParams, _dpo, **_DPO_FAMILY),
+    Method("dpo", "DPO, arXiv 2305.18290 Eq. 7", DPOParams, _dpo, **_DPO_FAMILY,
+           needs_step_chosen_tokens=lambda p: bool(p.rpo_alpha) or "sft" in (
+               [p.loss_type] if isinstance(p.loss_type, str) else p.loss_type)),
     Method("ipo", "IPO, arXiv 2310.12036 Eq. 17", IPOParams, _ipo, **_DPO_FAMILY),
     Method("cdpo", "cDPO (DPO with label smoothing)", CDPOParams, _cdpo, **_DPO_FAMILY),
     Method("fdpo", "f-DPO, arXiv 2309.16240 Theorem 1", FDPOParams, _fdpo, **_DPO_FAMILY),

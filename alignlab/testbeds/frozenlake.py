@@ -70,6 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from alignlab.cache import write_text_atomically
 from alignlab.errors import AlignlabError, ConfigError
 from alignlab.losses.registry import PairStats, Params, SequenceStats, get_method
 
@@ -714,7 +715,7 @@ def run_frozenlake(scenarios: str | Sequence[str] | None = None, seeds: int = 5,
             report["files"].append(str(plot_scenario(out / f"frozenlake_{name}.png", name, res)))
     json_path = out / "frozenlake.json"
     report["files"].insert(0, str(json_path))
-    json_path.write_text(json.dumps(report, indent=1))
+    write_text_atomically(json_path, json.dumps(report, indent=1))
     return report
 
 

@@ -175,7 +175,10 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every key; the method's hyper-parameters resolved to the values it trains with (other methods' null)."""
         values = dataclasses.asdict(self)
-        values.update(dataclasses.asdict(self.params))
+        params = self.params
+        values.update(dataclasses.asdict(params))
+        for key in getattr(params, "inactive", dict)():  # keys without effect in this run: recorded as null
+            values[key] = None
         return values
 
     def validate(self) -> TrainConfig:
@@ -331,7 +334,14 @@ def run_config_values(values: dict[str, Any]) -> dict[str, Any]:
     """A run's saved config (config.yaml, checkpoint state) as recipe values: hyper-parameters of methods other
     than the run's are dropped (runs written before the method registry recorded every method's defaults)."""
     method = get_method(values.get("method", TrainConfig.method))
-    return {k: v for k, v in values.items() if k not in METHOD_KEYS or k in method.param_keys()}
+    kept = {k: v for k, v in values.items() if k not in METHOD_KEYS or k in method.param_keys()}
+    try:
+        params = method.make_params({k: v for k, v in kept.items() if k in method.param_keys() and v is not None})
+    except ConfigError:
+        return kept  # load_config says what is wrong with it
+    for key in getattr(params, "inactive", dict)():  # recorded defaults that had no effect in that run
+        kept.pop(key, None)
+    return kept
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

@@ -100,6 +100,10 @@ def pair_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Tru
     return StepOutput(losses=out.losses, metrics=metrics, tokens=int(batch["attention_mask"].sum()))
 
 
+# metrics of one side's rows only (KTO's desirable / undesirable examples): NaN on the others, averaged nan-aware
+SIDE_METRICS = frozenset({"logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected"})
+
+
 def unpaired_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Trunk, *,
                   all_reduce_mean: Callable[[Tensor], Tensor] | None = None) -> StepOutput:
     """An unpaired method of the registry (KTO) on one micro-batch of B labelled completions: statistics of the
@@ -190,4 +194,4 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
     return StepOutput(losses=losses, metrics=metrics, tokens=int(batch["attention_mask"].sum()))
 
 
-__all__ = ["StepOutput", "ift_lambda", "pair_step", "sequence_stats", "sequence_step"]
+__all__ = ["SIDE_METRICS", "StepOutput", "ift_lambda", "pair_step", "sequence_stats", "sequence_step", "unpaired_step"]

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from alignlab.cache import write_text_atomically
+
 
 class MetricsWriter:
     """Appends {"step": s, **metrics} lines; mirrors scalars to TensorBoard when enabled."""
@@ -42,7 +44,7 @@ class MetricsWriter:
             return
         lines = self.path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        write_text_atomically(self.path, "".join(line + "\n" for line in kept))  # a crash keeps the old file
 
     def close(self) -> None:
         if self.tb is not None:

@@ -28,7 +28,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 
 from alignlab.assets import cache_dir, load_tokenizer
-from alignlab.cache import build_dir_atomically, data_fingerprint
+from alignlab.cache import build_dir_atomically, data_fingerprint, write_text_atomically
 from alignlab.data import (
     SAMPLES_DIR,
     collate_preference,
@@ -44,7 +44,14 @@ from alignlab.models import Trunk, score_batches
 from alignlab.train import checkpoint as ckpt
 from alignlab.train.callbacks import TrainerCallback
 from alignlab.train.config import TrainConfig, load_config, run_config_values
-from alignlab.train.methods import StepOutput, ift_lambda, pair_step, sequence_step, unpaired_step
+from alignlab.train.methods import (
+    SIDE_METRICS,
+    StepOutput,
+    ift_lambda,
+    pair_step,
+    sequence_step,
+    unpaired_step,
+)
 from alignlab.train.metrics import MetricsWriter
 from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
 from alignlab.train.ref_cache import REF_CACHE_VERSION, cached_reference_logps, reference_fingerprint
@@ -126,7 +133,9 @@ class Trainer:
         else:
             eval_examples = []
         self.train_examples, self.eval_examples = examples, eval_examples
-        self._train_groups = _prompt_groups(examples)
+        # pairs of one prompt stay together (the DPO reference's order); unpaired completions do not, so that KTO's
+        # KL batch (each prompt with its neighbour's completion) rarely pairs a prompt with its own other completion
+        self._train_groups = [[i] for i in range(len(examples))] if record.unpaired else _prompt_groups(examples)
         world = self.accelerator.num_processes
         self.global_batch = cfg.micro_batch_size * cfg.gradient_accumulation_steps * world
         self.steps_per_epoch = len(examples) // self.global_batch
@@ -234,12 +243,14 @@ class Trainer:
                               "score other pairs with the reference model online") from None
 
     def _forward(self, batch: dict[str, torch.Tensor], examples: Sequence[dict[str, Any]], lam: float,
-                 *, eval_kl: bool = False, step_totals: tuple[float, float] | None = None) -> StepOutput:
+                 *, eval_kl: bool = False, step_totals: tuple[float, float] | None = None,
+                 collective: bool = True) -> StepOutput:
         cfg = self.cfg
         with autocast(cfg.mixed_precision, self.accelerator.device):
             if cfg.method_record.unpaired:
                 ref = reference_trunk(self.policy, self.ref_model)
-                return unpaired_step(cfg, self.trunk, batch, ref, all_reduce_mean=self._all_reduce_mean)
+                return unpaired_step(cfg, self.trunk, batch, ref,
+                                     all_reduce_mean=self._all_reduce_mean if collective else None)
             if not cfg.is_pair_method:
                 return sequence_step(cfg, self.trunk, batch, lam=lam)
             ref_logps = self._ref_logps(examples)
@@ -305,7 +316,9 @@ class Trainer:
                    "tokens_per_s": total_tokens / max(time.perf_counter() - start, 1e-9)}
         for k, values in acc_out["rows"].items():
             # nan-aware: a metric of some rows only (KTO's desirable / undesirable sides) is NaN on the others
-            metrics[k] = float(acc.gather(torch.cat(values)).nanmean())
+            gathered = acc.gather(torch.cat(values))
+            one_side = k in SIDE_METRICS and cfg.method_record.unpaired
+            metrics[k] = float(gathered.nanmean() if one_side else gathered.mean())
         return metrics
 
     # ------------------------------------------------------------------------------------------ evaluate
@@ -322,10 +335,14 @@ class Trainer:
         local = list(range(acc.process_index, len(self.eval_examples), acc.num_processes))
         lam = ift_lambda(cfg.params, step, noise=False) if cfg.method_record.mixes_inputs else 0.0
         rows: dict[str, list[float]] = {}
-        for s in range(0, len(local), cfg.eval_batch_size):
-            chunk = [self.eval_examples[i] for i in local[s:s + cfg.eval_batch_size]]
+        chunks = [local[s:s + cfg.eval_batch_size] for s in range(0, len(local), cfg.eval_batch_size)]
+        if cfg.method_record.unpaired and len(chunks) > 1 and len(chunks[-1]) < 2:
+            chunks[-2] += chunks.pop()  # a KL batch needs another example's completion
+        for positions in chunks:
+            chunk = [self.eval_examples[i] for i in positions]
             batch = self._to_device(self.collate(chunk, self.pad_id))
-            out = self._forward(batch, chunk, lam, eval_kl=True)
+            # processes may evaluate different numbers of chunks: no collective inside (KTO's z0 is per process)
+            out = self._forward(batch, chunk, lam, eval_kl=True, collective=False)
             if cfg.method_record.token_normalised(cfg.params):  # sum(-S) / sum(n), like training
                 rows.setdefault("_token_nll", []).extend((-out.metrics["logps/sequence"]).cpu().tolist())
                 rows.setdefault("_tokens", []).extend((batch["labels"][:, 1:] != -100).sum(-1).cpu().tolist())
@@ -338,7 +355,9 @@ class Trainer:
         for part in gather_object([rows]):
             for k, v in part.items():
                 merged.setdefault(k, []).extend(v)
-        merged = {k: [x for x in v if not math.isnan(x)] for k, v in merged.items()}  # NaN: rows not covered
+        # the per-side metrics of unpaired methods are NaN on the other side's rows; everything else keeps its NaN
+        one_side = SIDE_METRICS if cfg.method_record.unpaired else frozenset()
+        merged = {k: [x for x in v if not (k in one_side and math.isnan(x))] for k, v in merged.items()}
         result = {f"eval/{k}": sum(v) / len(v) for k, v in merged.items() if v and not k.startswith("_")}
         if "_tokens" in merged:
             result["eval/loss"] = sum(merged["_token_nll"]) / max(sum(merged["_tokens"]), 1)
@@ -423,8 +442,8 @@ class Trainer:
                               "or choose another run_dir")
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-            (self.run_dir / "data_report.txt").write_text(str(self.data_report) + "\n", encoding="utf-8")
+            write_text_atomically(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_text_atomically(self.run_dir / "data_report.txt", str(self.data_report) + "\n")
         acc.wait_for_everyone()
         writer = MetricsWriter(self.run_dir, tensorboard=cfg.tensorboard, enabled=acc.is_main_process)
         start = self._restore(writer) if self.resume else 0

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from alignlab.errors import ConfigError
-from alignlab.train.config import TrainConfig, describe_keys, load_config
+from alignlab.train.config import METHODS, TrainConfig, describe_keys, load_config, run_config_values
 
 
 def test_defaults_validate_and_papers_defaults():
@@ -71,3 +71,18 @@ def test_keys_without_effect_or_out_of_range_are_rejected(overrides, match):
 def test_every_recipe_loads(recipe):
     cfg = load_config(recipe)
     assert cfg.params == cfg.method_record.make_params(cfg.method_values())
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_saved_config_loads_back_for_every_method(method):
+    """Resume and `diagnose --run` reload config.yaml: keys without effect are saved as null, not rejected."""
+    extra = ["label_smoothing=0.1"] if method == "cdpo" else []
+    cfg = load_config(overrides=[f"method={method}", *extra])
+    assert load_config(base=run_config_values(cfg.to_dict())).to_dict() == cfg.to_dict()
+
+
+def test_a_config_saved_before_the_registry_loads():
+    """Older runs recorded every method's defaults (fdpo_alpha with forward KL, simpo_gamma for dpo, ...)."""
+    old = {"method": "fdpo", "fdpo_divergence": "forward_kl", "fdpo_alpha": 0.5, "simpo_gamma": 0.5,
+           "label_smoothing": 0.0, "ift_lambda_min": 0.0, "beta": None}
+    assert load_config(base=run_config_values(old)).params.fdpo_divergence == "forward_kl"

@@ -44,7 +44,8 @@ def _grads(cfg_dict):
 @pytest.mark.parametrize("method,extra", [("dpo", {}), ("tdpo2", {}), ("simpo", {}),
                                           ("sft", {"sft_normalization": "token_mean"}), ("ift", {}),
                                           ("orpo", {"orpo_nll_normalization": "batch_token_mean"}),
-                                          ("cpo", {})])
+                                          ("cpo", {}), ("dpo", {"rpo_alpha": 1.0}),
+                                          ("dpo", {"loss_type": ["hinge", "sft"], "loss_weights": [1.0, 0.5]})])
 def test_batch_8x1_equals_4x2(method, extra, small):
     g1, t1 = _grads(small(method, micro_batch_size=8, gradient_accumulation_steps=1, **extra))
     g2, t2 = _grads(small(method, micro_batch_size=4, gradient_accumulation_steps=2, **extra))
