@@ -1,8 +1,9 @@
 """Checkpoints: `<run_dir>/checkpoint-<step>/` and `<run_dir>/final/`, written to a temporary directory and renamed.
 
 A checkpoint holds the model in Hugging Face format (a peft adapter for LoRA runs unless merged weights are
-asked for), the tokenizer, `trainer_state.json` (step, epoch, data position, config) and `state/` (optimizer,
-scheduler and RNG states through accelerate's save_state, which also handles FSDP and DeepSpeed shards). It is
+asked for), the tokenizer, `trainer_state.json` (step, epoch, data position, config, the LR scheduler's state)
+and `state/` (optimizer and RNG states through accelerate's save_state, which also handles FSDP and DeepSpeed
+shards and loads them with weights_only=True): nothing in a run directory is unpickled unrestricted. It is
 built by every process in one temporary directory and renamed into place (alignlab.cache.build_dir_atomically
 with the accelerator's barrier); the rename is the commit point: a crash mid-write leaves at most a `.tmp-*`
 directory, never a half-written `checkpoint-<step>` for `--resume` to pick up.

@@ -177,7 +177,8 @@ class Trainer:
         # Not prepared: accelerate's wrapper steps the schedule once per process; here it steps once per update.
         self.scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
         self.trunk, self.optimizer = acc.prepare(Trunk(policy), optimizer)
-        acc.register_for_checkpointing(self.scheduler)
+        # The scheduler is saved as JSON in trainer_state.json, not registered with accelerate: accelerate would
+        # pickle it and unpickle it on --resume with weights_only=False, running code from the run directory.
         self.params = params
 
     @property
@@ -401,7 +402,8 @@ class Trainer:
                 model.save_pretrained(tmp, safe_serialization=True)
                 self.tokenizer.save_pretrained(tmp)
                 ckpt.write_state(tmp, {"step": step, "epoch": step / self.steps_per_epoch,
-                                       "global_batch": self.global_batch, "config": cfg.to_dict()})
+                                       "global_batch": self.global_batch, "config": cfg.to_dict(),
+                                       "scheduler": self.scheduler.state_dict()})
             if not final:
                 acc.save_state(str(tmp / "state"), safe_serialization=True)
 
@@ -427,7 +429,13 @@ class Trainer:
         if state["global_batch"] != self.global_batch:
             raise ConfigError(f"--resume: the global batch is {self.global_batch} but the run used "
                               f"{state['global_batch']} (processes x micro_batch_size x accumulation)")
-        self.accelerator.load_state(str(latest / "state"))
+        pickled = sorted(p.name for p in (latest / "state").glob("custom_checkpoint_*"))
+        if pickled or "scheduler" not in state:  # accelerate would unpickle these with weights_only=False
+            raise ConfigError(f"--resume: {latest / 'state'} holds {', '.join(pickled) or 'no JSON scheduler state'}; "
+                              "alignlab never loads a pickled scheduler (it could run code): resume from a "
+                              "checkpoint this version wrote, or start the run in a new run_dir")
+        self.accelerator.load_state(str(latest / "state"))  # optimizer, RNG: accelerate loads them weights_only
+        self.scheduler.load_state_dict(state["scheduler"])
         writer.truncate_after(state["step"])
         self._print(f"resumed from {latest} at step {state['step']}")
         return int(state["step"])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from alignlab.errors import ConfigError
 from alignlab.train import Trainer, load_config, train
 from alignlab.train import checkpoint as ckpt
 from alignlab.train.metrics import read_metrics
@@ -299,3 +300,37 @@ def test_kto_step_equals_its_formula_on_the_models_own_logits(tmp_path):
     want = torch.where(batch["desirable"], 1 - torch.sigmoid(0.1 * (r - z0)), 1 - torch.sigmoid(0.1 * (z0 - r)))
     assert not torch.equal(r, torch.zeros_like(r))  # the policy moved
     torch.testing.assert_close(out.losses.double(), want, rtol=1e-5, atol=1e-6)
+
+
+class _Payload:
+    """Unpickling this object would create a marker file: proof of code run from a crafted run directory."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_resume_never_unpickles_code_from_the_run_directory(small, tmp_path):
+    """A checkpoint's scheduler is JSON; a crafted pickle dropped into the run directory is never executed."""
+    import pickle
+
+    run = tmp_path / "run"
+    base = small("dpo", run_dir=str(run), max_steps=3, save_steps=1, lr_scheduler="linear", warmup_steps=1)
+    with pytest.raises(_Stop):
+        trainer = Trainer(load_config(base=base))
+        trainer.train_step = lambda step, original=trainer.train_step: (
+            original(step) if step < 2 else (_ for _ in ()).throw(_Stop()))
+        trainer.train()
+    latest = ckpt.latest_checkpoint(run)
+    assert [p.name for p in latest.rglob("*.pkl")] == ["random_states_0.pkl"]  # loaded weights_only
+    assert "scheduler" in ckpt.read_state(latest)
+    resumed = Trainer(load_config(base={**base, "max_steps": 3}), resume=True)
+    resumed.train()
+    assert resumed.scheduler.state_dict()["last_epoch"] == 3  # the JSON scheduler state continued
+    marker = tmp_path / "pwned"
+    (latest / "state" / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ConfigError, match="never loads a pickled scheduler"):
+        Trainer(load_config(base={**base, "run_dir": str(run)}), resume=True).train()
+    assert not marker.exists()
