@@ -5,7 +5,7 @@ random weights; any other name or path goes to ``transformers`` ``from_pretraine
 """
 
 from alignlab.assets._cache import cache_dir
-from alignlab.assets.loading import load_model, load_tokenizer, model_fingerprint, resolve
+from alignlab.assets.loading import load_model, load_tokenizer, model_fingerprint, resolve, resolve_device
 from alignlab.assets.models import BUILTIN_MODELS, DEFAULT_MODEL, model_path
 from alignlab.assets.tokenizer import build_tokenizer, tokenizer_path
 
@@ -19,5 +19,6 @@ __all__ = [
     "model_fingerprint",
     "model_path",
     "resolve",
+    "resolve_device",
     "tokenizer_path",
 ]

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from alignlab.assets.models import BUILTIN_MODELS, DEFAULT_MODEL, check_builtin, is_builtin, model_path
 from alignlab.assets.tokenizer import tokenizer_path
 from alignlab.cache import model_fingerprint as location_fingerprint
-from alignlab.errors import AlignlabError
+from alignlab.errors import AlignlabError, ConfigError
 
 _BUILTIN_PREFIX = "alignlab/"
 
@@ -43,6 +43,18 @@ def model_fingerprint(name_or_path: str | os.PathLike | None, *, seed: int = 0) 
     """``alignlab.cache.model_fingerprint`` of what ``name_or_path`` resolves to (a built-in: its directory for
     ``seed``, built if missing), or None for a hub id with no local files."""
     return location_fingerprint(resolve(name_or_path, seed=seed))
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device to load models on: `device` checked (a one-line ConfigError when malformed or when CUDA is
+    asked for and absent), or cuda when available, else cpu."""
+    try:
+        target = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise ConfigError(f"device {device!r}: {str(exc).splitlines()[0]}") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: CUDA is not available on this machine")
+    return target
 
 
 def _load_error(what: str, name: str, exc: Exception) -> AlignlabError:

@@ -48,12 +48,12 @@ from torch import Tensor
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from alignlab.assets import load_model, load_tokenizer
+from alignlab.assets import load_model, load_tokenizer, resolve_device
 from alignlab.cache import write_jsonl_atomically
 from alignlab.data import read_records
 from alignlab.data.tokenization import encode_prompt
 from alignlab.errors import AlignlabError, ConfigError, DataError
-from alignlab.models import Trunk, output_head, sequence_stats
+from alignlab.models import Trunk, sequence_stats
 
 IGNORE_INDEX = -100
 TEXT_SUFFIXES = (".txt",)
@@ -237,12 +237,6 @@ def score_completions(
     ref = None
     if ref_model is not None:
         ref = Trunk(ref_model)
-        vocab, ref_vocab = output_head(model).weight.shape[0], output_head(ref_model).weight.shape[0]
-        if ref_vocab != vocab:
-            raise AlignlabError(
-                f"the reference model has {ref_vocab} logits per position but the policy has {vocab}; "
-                "the KL needs both over the same vocabulary"
-            )
     out = sequence_stats(Trunk(model), ids, mask, labels, ref=ref, kl=ref is not None,
                          reverse_kl=ref is not None, entropy=True)
     stats: dict[str, Tensor] = {"logp": out.logps, "entropy": out.entropy / out.lengths.clamp(min=1)}
@@ -457,12 +451,7 @@ def generate_from_names(
     Loads onto ``device`` (default: cuda if available, else cpu) in ``dtype``; the reference must share the
     policy's tokenizer vocabulary (the KL fields compare the two distributions token by token).
     """
-    try:
-        torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as e:
-        raise ConfigError(f"--device {device!r}: {str(e).splitlines()[0]}") from e
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    torch_device = resolve_device(device)
     tokenizer = load_tokenizer(model)
     policy = load_model(model, dtype=dtype).to(torch_device)
     ref_model = None

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from alignlab.assets import cache_dir, load_model, model_fingerprint
+from alignlab.assets import cache_dir, load_model, model_fingerprint, resolve_device
 from alignlab.assets.models import is_builtin
 from alignlab.cache import content_key, data_fingerprint, write_atomically
 from alignlab.diagnostics.votes import alphas_from_records, find_alpha_source
@@ -253,8 +253,7 @@ def score_model(
             if hit is not None and len(hit) == len(examples):
                 return hit, target
     model = load_scoring_model(name_or_path, seed=seed, bf16=bf16)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     model.to(device)
     scores = compute_pair_scores(
         model,

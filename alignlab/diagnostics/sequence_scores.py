@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from alignlab.assets import load_tokenizer
+from alignlab.assets import load_tokenizer, resolve_device
 from alignlab.data import (
     PREFERENCE_FORMATS,
     DataReport,
@@ -39,10 +39,16 @@ from alignlab.data import (
 )
 from alignlab.diagnostics.scoring import load_scoring_model
 from alignlab.errors import AlignlabError, ConfigError, DataError
-from alignlab.models import Trunk, is_paired, output_head, score_batches
+from alignlab.models import Trunk, is_paired, score_batches
 
 DTYPES = ("float32", "bfloat16")
 MIXED_PRECISIONS = ("no", "bf16")
+
+
+def _check_sizes(batch_size: int, chunk_size: int) -> None:
+    for name, value in (("batch size", batch_size), ("chunk size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer; got {value!r}")
 
 
 @torch.no_grad()
@@ -61,19 +67,10 @@ def score_examples(
     batch_size counts examples (a pair is two rows of one forward); models run in eval mode (restored after).
     Fields in the module docstring.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise AlignlabError(f"batch size must be a positive integer; got {batch_size!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise AlignlabError(f"chunk size must be a positive integer; got {chunk_size!r}")
+    _check_sizes(batch_size, chunk_size)
     if not examples:
         raise AlignlabError("no examples to score")
-    ref = None
-    if ref_model is not None:
-        vocab, ref_vocab = output_head(model).weight.shape[0], output_head(ref_model).weight.shape[0]
-        if vocab != ref_vocab:
-            raise AlignlabError(f"the reference model's output layer has {ref_vocab} rows but the model's has "
-                                f"{vocab}; the KL needs both over one vocabulary (one tokenizer)")
-        ref = Trunk(ref_model)
+    ref = Trunk(ref_model) if ref_model is not None else None
     columns = score_batches(Trunk(model), examples, pad_id=pad_id, ref=ref, batch_size=batch_size,
                             chunk_size=chunk_size, kl=ref is not None)
     values = {name: column.tolist() for name, column in columns.items()}
@@ -149,11 +146,10 @@ def score_data(
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     if mixed_precision not in MIXED_PRECISIONS:
         raise ConfigError(f"mixed precision must be one of {', '.join(MIXED_PRECISIONS)}, got '{mixed_precision}'")
-    for name, value in (("batch size", batch_size), ("chunk size", chunk_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+    _check_sizes(batch_size, chunk_size)  # before any model loads
     tok = load_tokenizer(tokenizer or model)
-    if ref is not None and load_tokenizer(tokenizer or ref).get_vocab() != tok.get_vocab():
+    # one --tokenizer serves both models; otherwise each brings its own and they must agree
+    if ref is not None and tokenizer is None and load_tokenizer(ref).get_vocab() != tok.get_vocab():
         raise ConfigError(f"reference {ref}: its tokenizer differs from the model's; the KL needs one vocabulary")
     kwargs = {"split": split, "format": format, "columns": columns, "max_length": max_length,
               "max_prompt_length": max_prompt_length, "prompt_truncation": prompt_truncation,
@@ -167,12 +163,7 @@ def score_data(
     if not examples:
         raise DataError(f"{data}: no record left to score: {report.n_records} read, {report.n_dropped_empty} dropped "
                         f"for an empty response, {report.n_dropped_truncation} as too long (max_length={max_length})")
-    try:
-        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as exc:
-        raise ConfigError(f"device {device!r}: {str(exc).splitlines()[0]}") from None
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device}: CUDA is not available on this machine")
+    target = resolve_device(device)
     bf16 = dtype == "bfloat16"
     policy = load_scoring_model(model, bf16=bf16).to(target)
     ref_model = load_scoring_model(ref, bf16=bf16).to(target) if ref is not None else None

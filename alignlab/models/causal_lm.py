@@ -301,6 +301,9 @@ def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
     kwargs = head.ops_kwargs()
     if ref is not None:
         ref_head = ref.head().detach()
+        if ref_head.weight.shape[0] != head.weight.shape[0]:  # the KL and log-ratios compare token by token
+            raise ConfigError(f"the reference model's output layer has {ref_head.weight.shape[0]} rows but the "
+                              f"policy's has {head.weight.shape[0]}; policy and reference need one vocabulary")
         with torch.no_grad():
             kwargs["ref_hidden"] = ref(input_ids=input_ids, attention_mask=attention_mask).to(ref_head.weight.device)
         kwargs.update(ref_head.ops_kwargs("ref_"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,9 +141,10 @@ class TrainConfig:
         """The method's registry record (what it consumes, its loss)."""
         return get_method(self.method)
 
-    @property
+    @functools.cached_property
     def params(self) -> Params:
-        """The method's validated hyper-parameters: the recipe's values over the paper's defaults."""
+        """The method's validated hyper-parameters: the recipe's values over the paper's defaults. Built once (the
+        step reads it every micro-batch); a config is not changed after it loads."""
         return self.method_record.make_params(self.method_values())
 
     def method_values(self) -> dict[str, Any]:

@@ -104,3 +104,18 @@ def test_directory_without_model_is_one_line_error(tmp_path: Path) -> None:
         load_model(str(empty))
     assert "\n" not in str(err.value)
     assert f"'{empty}'" in str(err.value)
+
+
+def test_resolve_device_is_one_line_for_bad_or_absent_devices():
+    import torch
+
+    from alignlab.assets import resolve_device
+    from alignlab.errors import ConfigError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None).type in ("cpu", "cuda")
+    with pytest.raises(ConfigError, match="device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")

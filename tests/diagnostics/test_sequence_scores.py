@@ -12,6 +12,7 @@ from alignlab.assets import load_model, load_tokenizer
 from alignlab.cli import main
 from alignlab.data import SAMPLES_DIR, load_sft_data
 from alignlab.diagnostics import score_data, score_examples
+from alignlab.errors import ConfigError
 from alignlab.train import load_config
 from alignlab.train.trainer import Trainer
 from tests.models.families import FAMILIES, tiny_model
@@ -111,7 +112,7 @@ def test_a_dpo_step_logs_the_mean_of_alignlab_score(tmp_path):
 
 
 def test_score_data_rejects_an_unknown_dtype():
-    with pytest.raises(Exception, match="dtype must be one of"):
+    with pytest.raises(ConfigError, match="dtype must be one of"):
         score_data("alignlab/tiny-llama", PAIRS, dtype="float16")
 
 

@@ -231,3 +231,18 @@ def test_precomputed_reference_is_exact_on_a_transformed_head(family, saved, tmp
     b = len(trainer.train_examples)
     torch.testing.assert_close(trainer.ref_table[:, 0], want[:b], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(trainer.ref_table[:, 1], want[b:], rtol=1e-5, atol=1e-5)
+
+
+def test_a_reference_over_another_vocabulary_is_refused(batch):
+    """Log-ratios and KL compare policy and reference token by token: the scorer refuses a mismatch itself."""
+    import transformers
+
+    from tests.models.families import tiny_config
+
+    config = tiny_config("llama")
+    config.vocab_size = 4100
+    other = transformers.AutoModelForCausalLM.from_config(config).eval()
+    collated = batch[1]
+    with pytest.raises(ConfigError, match="one vocabulary"):
+        sequence_stats(Trunk(tiny_model("llama")), collated["input_ids"], collated["attention_mask"],
+                       collated["labels"], ref=Trunk(other))

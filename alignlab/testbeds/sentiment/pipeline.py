@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignlab.assets import load_model, load_tokenizer
+from alignlab.assets import load_model, load_tokenizer, resolve_device
 from alignlab.cache import build_dir_atomically, content_key, write_json_atomically, write_jsonl_atomically
 from alignlab.diagnostics.diversity import distinct_n, mean_token_entropy
 from alignlab.diagnostics.generation import generate
@@ -217,7 +217,7 @@ def _prefixes(texts: Sequence[str], n: int, words: int, where: str) -> list[str]
 
 
 def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device()
 
 
 def _load_lm(name_or_path: str) -> torch.nn.Module:
