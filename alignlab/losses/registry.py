@@ -67,7 +67,7 @@ class PairStats:
 @dataclass(frozen=True)
 class SequenceStats:
     """Per-sequence statistics of B single sequences: logps and lengths [B]; token_logps [B, T-1] and its
-    scored-position mask [B, T-1] (methods with needs_token_logps)."""
+    scored-position mask [B, T-1] (methods whose extra_stats include "token_logps")."""
 
     logps: Tensor
     lengths: Tensor
@@ -315,6 +315,9 @@ class IFTParams(Params):
         _check(self.ift_ramp_steps >= 1, "ift_ramp_steps", ">= 1", self.ift_ramp_steps)
         _check(self.ift_lambda_noise_std >= 0, "ift_lambda_noise_std", ">= 0", self.ift_lambda_noise_std)
 
+    def extra_stats(self) -> frozenset[str]:
+        return frozenset({"token_logps"})  # the future-discounted loss weighs each token
+
     def inactive(self) -> dict[str, str]:
         linear = self.ift_lambda_schedule == "linear"
         return {} if linear else {"ift_lambda_min": "ift_lambda_schedule: linear",
@@ -442,7 +445,8 @@ class Method:
     """One training method. paired: trains on (chosen, rejected) pairs, else on single sequences; needs_ref: a
     reference model (frozen copy, adapter-disabled LoRA policy, or precomputed sums); needs_token_kl: the
     per-token forward KL to the reference (so the reference runs online); precomputable_ref: reference sums
-    may be precomputed once; needs_token_logps: the loss reads per-token log-probs; mixes_inputs: IFT's
+    may be precomputed once; extra_stats(params): the statistics beyond sums its loss reads ("token_logps",
+    "log_sum_sq"), from the params' own extra_stats(); mixes_inputs: IFT's
     temporal-residual input mix (a frozen embedding view and a greedy pass); keeps_dropout: dropout stays on
     unless disabled; token_normalised(params): the step divides by global response tokens, not rows."""
 
@@ -455,7 +459,6 @@ class Method:
     needs_ref: bool = False
     needs_token_kl: bool = False
     precomputable_ref: bool = False
-    needs_token_logps: bool = False
     extra_stats: Callable[[Any], frozenset[str]] = lambda params: getattr(params, "extra_stats", frozenset)()
     mixes_inputs: bool = False
     keeps_dropout: bool = False
@@ -478,7 +481,7 @@ _TDPO = {"needs_ref": True, "needs_token_kl": True}
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sft", "supervised fine-tuning NLL", SFTParams, _sft, paired=False, keeps_dropout=True,
            token_normalised=lambda p: p.sft_normalization == "token_mean"),
-    Method("ift", "IFT, arXiv 2405.11870", IFTParams, _ift, paired=False, needs_token_logps=True, mixes_inputs=True),
+    Method("ift", "IFT, arXiv 2405.11870", IFTParams, _ift, paired=False, mixes_inputs=True),
     Method("dpo", "DPO, arXiv 2305.18290 Eq. 7", DPOParams, _dpo, **_DPO_FAMILY,
            needs_step_chosen_tokens=lambda p: bool(p.rpo_alpha) or "sft" in (
                [p.loss_type] if isinstance(p.loss_type, str) else p.loss_type)),

@@ -182,9 +182,10 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
             e_in = torch.where(response.unsqueeze(-1), (1.0 - lam) * e_true + lam * _embeds(trunk, mixed), e_true)
             wrong = ((guess != ids) & response).sum(-1).float() / response.sum(-1).clamp(min=1)
             metrics["ift/guess_error_rate"] = wrong
-        stats = sequence_stats(cfg, trunk, batch, inputs_embeds=e_in, token_logps=method.needs_token_logps)
     else:
-        stats = sequence_stats(cfg, trunk, batch, token_logps=method.needs_token_logps)
+        e_in = None  # the ids (or, with freeze_input_embeddings, the frozen view sequence_stats makes of them)
+    stats = sequence_stats(cfg, trunk, batch, inputs_embeds=e_in,
+                           token_logps="token_logps" in method.extra_stats(cfg.params))
     mask = labels[:, 1:] != -100
     out = method.loss(SequenceStats(stats.logps, stats.lengths, stats.token_logps, mask), cfg.params)
     losses = out.losses
