@@ -1,8 +1,8 @@
 """Data pipeline: records -> validated prompt/response items -> token ids + labels -> padded batches.
 
 Public API:
-- ``load_preference_data`` / ``load_sft_data`` / ``load_unpaired_data``: source + tokenizer -> (examples,
-  DataReport).
+- ``load_preference_data`` / ``load_sft_data`` / ``load_unpaired_data``: source + tokenizer + ``DataSpec`` (the
+  settings: split, format, columns, truncation, ...) -> (examples, DataReport).
 - ``collate_preference`` / ``collate_sft`` / ``collate_unpaired``: examples -> right-padded tensors
   ([chosen; rejected] stacked; unpaired: the batch and its mismatched KL batch for KTO).
 - ``validate_data``: check a source without tokenizing (what ``alignlab validate-data`` reports).
@@ -18,7 +18,6 @@ truncation), chat.py (template rendering), sources.py (sources, provenance, shuf
 from pathlib import Path
 
 from alignlab.data.chat import DEFAULT_CHAT_TEMPLATE, render_messages
-from alignlab.data.collate import collate_preference, collate_sft, collate_unpaired, padding_id
 from alignlab.data.formats import (
     FORMATS,
     PREFERENCE_FORMATS,
@@ -32,10 +31,22 @@ from alignlab.data.formats import (
 from alignlab.data.load import load_preference_data, load_sft_data, load_unpaired_data
 from alignlab.data.report import DataReport
 from alignlab.data.sources import Record, read_records
+from alignlab.data.spec import DataSpec
 from alignlab.data.tokenization import IGNORE_INDEX, tokenize_preference, tokenize_sft, tokenize_unpaired
 from alignlab.data.validate import ValidationResult, validate_data
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
+_COLLATE = ("collate_preference", "collate_sft", "collate_unpaired", "padding_id")
+
+
+def __getattr__(name: str):
+    # collation is the one stage that needs torch: imported on first use, so that reading and checking data
+    # (and a config that names a data format) does not pay for torch
+    if name in _COLLATE:
+        from alignlab.data import collate
+
+        return getattr(collate, name)
+    raise AttributeError(f"module 'alignlab.data' has no attribute '{name}'")
 
 __all__ = [
     "DEFAULT_CHAT_TEMPLATE",
@@ -46,6 +57,7 @@ __all__ = [
     "SFT_FORMATS",
     "UNPAIRED_FORMATS",
     "DataReport",
+    "DataSpec",
     "PreferenceItem",
     "Record",
     "SFTItem",

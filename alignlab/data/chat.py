@@ -1,5 +1,9 @@
 """Chat rendering: messages -> text segments with a trained flag.
 
+Messages arrive validated by ``alignlab.data.formats``: roles are system, user and assistant, a system message
+only first, then user and assistant turns alternating from a user turn, the order that strict templates
+(Llama-2, Mistral, Gemma) enforce by raising, so a template never sees an order it was not written for.
+
 The tokenizer's own ``chat_template`` is used when it has one; otherwise alignlab's ``DEFAULT_CHAT_TEMPLATE``
 (ChatML): each message is ``"<|im_start|>{role}\\n{content}<|im_end|>\\n"`` and the generation prompt is
 ``"<|im_start|>assistant\\n"``. Rendering adds no system message and no BOS of its own: the text is what the

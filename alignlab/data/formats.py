@@ -5,12 +5,12 @@ columns.
 
 Preference (``PreferenceItem``):
 - ``standard``: ``prompt``, ``chosen``, ``rejected`` strings; responses exclude the prompt.
-- ``conversational``: ``prompt`` a list of ``{role, content}`` messages, ``chosen`` / ``rejected`` lists of
-  assistant messages. Rendered with the chat template (``alignlab.data.chat``).
+- ``conversational``: ``prompt`` a list of ``{role, content}`` messages, ``chosen`` / ``rejected`` lists
+  holding one assistant message. Rendered with the chat template (``alignlab.data.chat``).
 - ``implicit``: ``chosen`` / ``rejected`` each the whole conversation.
   Message lists: prompt = the longest common prefix of turns, responses = the remaining turns, which must all
-  be assistant turns. An empty common prefix is an error. If the two conversations are identical, the last
-  turn is the response (and the pair is counted as identical).
+  be assistant turns (with the role order below: one assistant turn). An empty common prefix is an error. If
+  the two conversations are identical, the last turn is the response (and the pair is counted as identical).
   Plain strings: prompt = the longest common character prefix cut back to the start of its last whitespace run
   (so a turn boundary such as ``"Answer:\\n"`` or a word boundary ends the prompt, and both responses start
   with that whitespace and a whole word, like HH responses); an empty prompt is an error.
@@ -20,17 +20,26 @@ Preference (``PreferenceItem``):
 - ``ranking``: ``prompt`` string, ``responses`` list of >= 2 strings, ``ranks`` list of numbers (lower =
   better, 1 = best). As preference data it expands into every pair with different ranks (better one = chosen).
 
+Identical pairs: a pair whose chosen and rejected responses are exactly equal (the same characters; for message
+lists the same roles and contents) carries no preference signal: a loss of the chosen-minus-rejected margin gets
+canceling gradients from it, and per-side terms (an NLL on chosen, NCA) train on noise. In ranking data that is
+one response text given two different ranks; each such expanded pair counts (equal texts with equal ranks give
+no pair anyway). Identical pairs are counted (``n_identical_pairs``) and, with ``drop_identical_pairs`` (the
+default), dropped before tokenization (``n_dropped_identical``) with a warning; a source whose every pair is
+identical is then an error. SFT loading uses the chosen side and neither counts nor drops them.
+
 SFT (``SFTItem``):
-- ``prompt_completion``: ``prompt`` and ``completion`` (strings, or message lists: prompt messages and
-  assistant completion messages); completion-only loss.
+- ``prompt_completion``: ``prompt`` and ``completion`` (strings, or message lists: prompt messages and one
+  assistant completion message); completion-only loss.
 - ``messages``: ``messages`` list; assistant turns are trained (``sft_turns="all"``) or only the last
-  assistant turn (``sft_turns="last"``). At least one assistant turn is required.
+  assistant turn (``sft_turns="last"``). It ends on an assistant turn (a trailing user turn trains nothing
+  and is an error).
 - ``text``: ``text`` string; every token is trained.
 - any preference format: SFT on the chosen side (``prompt`` + ``chosen``); ``ranking`` uses the best response.
 
 Unpaired preference (``UnpairedItem``; KTO, TRL's unpaired preference format):
 - ``unpaired``: ``prompt`` and ``completion`` as in ``prompt_completion`` (strings, or prompt messages and
-  assistant completion messages) and ``label``, a JSON boolean: true = desirable, false = undesirable. Only
+  one assistant completion message) and ``label``, a JSON boolean: true = desirable, false = undesirable. Only
   ``task="unpaired"`` reads it; preference and SFT loading reject it (``format="prompt_completion"`` trains SFT
   on every completion, ignoring the label).
 
@@ -39,6 +48,15 @@ Optional fields carried through for diagnostics (idealized ranking accuracy; ali
 with 2 responses, the fraction preferring the better-ranked one) and ``votes`` (a list of non-negative integers:
 on a pair record one vote per rater, 1 = chosen, 2 = rejected; on a ranking record one count per response, the
 raters who picked it, from which each expanded pair gets its alpha).
+
+Message lists (every chat format): each message is ``{"role", "content"}`` with a string content and a role of
+``system``, ``user`` or ``assistant`` (a ShareGPT-style ``human`` / ``gpt`` is an error naming the role to use;
+tool calls are not supported). Roles follow the order chat templates expect: a system message only as the first
+message, then user and assistant turns alternating, starting with a user turn; a prompt ends on a user turn and
+a response is one assistant turn. Consecutive messages with the same role are an error (merge them): Llama-2's,
+Mistral's and Gemma's templates raise on them and ChatML-style ones render two turns of the same speaker, which
+the model never saw in instruction tuning; in data they are usually a conversion bug. So a multi-turn history
+(system, user, assistant, user) is a valid prompt; (user, assistant) or (assistant, user) is not.
 
 Detection (``format="auto"``) looks at the fields of the first record that identify a format: ``messages`` ->
 messages, ``responses`` -> ranking, ``chosen``+``rejected`` with ``prompt`` -> conversational (list prompt) or
@@ -83,6 +101,15 @@ CANONICAL_FIELDS = (
     "label",
 )
 HH_ASSISTANT_TAG = "\n\nAssistant:"
+ROLES = ("system", "user", "assistant")
+# roles of other chat exports (ShareGPT, Gemma's rendering, chat logs) -> the role to write instead
+ROLE_ALIASES = {
+    "human": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "ai": "assistant",
+}
 
 
 @dataclass
@@ -142,6 +169,7 @@ class NormalizeResult:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     n_identical_pairs: int = 0
+    n_dropped_identical: int = 0
     n_empty_responses: int = 0
 
 
@@ -230,12 +258,56 @@ class _Fields:
                     raise _Problem(
                         f"field '{key}' message {i} '{part}' must be a string, got {_type_name(m[part])}"
                     )
+            if m["role"] not in ROLES:
+                role = m["role"].strip().lower()
+                alias = role if role in ROLES else ROLE_ALIASES.get(role)
+                fix = f"use '{alias}'" if alias else "roles are system, user and assistant"
+                raise _Problem(f"field '{key}' message {i} has unknown role '{m['role']}' ({fix})")
             if assistant_only and m["role"] != "assistant":
                 raise _Problem(f"field '{key}' message {i} must have role 'assistant', got '{m['role']}'")
             if m["role"] == "assistant" and not m["content"].strip():
                 raise _Problem(f"field '{key}' message {i} (assistant) has empty content")
             out.append({"role": m["role"], "content": m["content"]})
+        if assistant_only and len(out) > 1:
+            raise _Problem(
+                f"field '{key}' holds {len(out)} assistant messages; a response is one assistant turn "
+                "(merge them into one message)"
+            )
         return out
+
+    def conversation(self, canonical: str, messages: list[Message], *, ends_on: str | None) -> list[Message]:
+        """``messages`` if its roles are in chat-template order (module docstring); ``ends_on`` ("user" for a
+        prompt, "assistant" for a whole conversation) names the role of its last message, None for any."""
+        key = self.name(canonical)
+        for i, role in enumerate(m["role"] for m in messages):
+            before = messages[i - 1]["role"] if i else None
+            if role == "system":
+                if i:
+                    raise _Problem(
+                        f"field '{key}' message {i} is a system message, but only the first message can be "
+                        "(move it to the front)"
+                    )
+            elif before in (None, "system") and role != "user":
+                raise _Problem(
+                    f"field '{key}' message {i} has role '{role}', but a conversation starts with a user turn "
+                    "(after an optional system message)"
+                )
+            elif role == before:
+                raise _Problem(
+                    f"field '{key}' messages {i - 1} and {i} both have role '{role}', but user and assistant "
+                    "turns must alternate (merge them into one message)"
+                )
+        last = messages[-1]["role"]
+        if ends_on == "user" and last != "user":
+            raise _Problem(
+                f"field '{key}' ends on a{'n' if last == 'assistant' else ''} {last} message, but a prompt ends "
+                "on the user turn that the response answers"
+            )
+        if ends_on == "assistant" and last != "assistant":
+            raise _Problem(
+                f"field '{key}' ends on a {last} turn that no assistant turn answers (drop that last message)"
+            )
+        return messages
 
     def alpha(self) -> float | None:
         if not self.has("alpha"):
@@ -357,7 +429,7 @@ def _preference(f: _Fields, record: Record, fmt: str) -> list[PreferenceItem]:
         rejected = f.text_or_messages("rejected", want="string")
         return [PreferenceItem(prompt, chosen, rejected, **base)]
     if fmt == "conversational":
-        prompt = f.text_or_messages("prompt", want="messages")
+        prompt = f.conversation("prompt", f.text_or_messages("prompt", want="messages"), ends_on="user")
         chosen = f.text_or_messages("chosen", want="messages", assistant_only=True)
         rejected = f.text_or_messages("rejected", want="messages", assistant_only=True)
         return [PreferenceItem(prompt, chosen, rejected, **base)]
@@ -370,6 +442,9 @@ def _preference(f: _Fields, record: Record, fmt: str) -> list[PreferenceItem]:
                 "lists of messages"
             )
         if isinstance(chosen, list):
+            # no end rule here: the split below names a conversation whose last turns are not assistant turns
+            f.conversation("chosen", chosen, ends_on=None)
+            f.conversation("rejected", rejected, ends_on=None)
             return [PreferenceItem(*_implicit_messages(f, chosen, rejected), **base)]
         prompt, c, r = split_implicit_strings(chosen, rejected)
         if not prompt.strip():
@@ -435,7 +510,7 @@ def _preference(f: _Fields, record: Record, fmt: str) -> list[PreferenceItem]:
 def _sft(f: _Fields, record: Record, fmt: str) -> SFTItem:
     base = {"index": record.index, "where": record.where}
     if fmt == "prompt_completion":
-        prompt = f.text_or_messages("prompt")
+        prompt = _prompt(f)
         completion = f.text_or_messages(
             "completion", want="string" if isinstance(prompt, str) else "messages", assistant_only=True
         )
@@ -444,14 +519,20 @@ def _sft(f: _Fields, record: Record, fmt: str) -> SFTItem:
         messages = f.messages("messages", f.get("messages"))
         if not any(m["role"] == "assistant" for m in messages):
             raise _Problem(f"field '{f.name('messages')}' has no assistant turn to train on")
-        return SFTItem("messages", messages=messages, **base)
+        return SFTItem("messages", messages=f.conversation("messages", messages, ends_on="assistant"), **base)
     if fmt == "text":
         return SFTItem("text", text=f.text_or_messages("text", want="string"), **base)
     raise AssertionError(fmt)
 
 
-def _unpaired(f: _Fields, record: Record) -> UnpairedItem:
+def _prompt(f: _Fields) -> Content:
+    """The ``prompt`` of prompt/completion records: a string, or messages in order ending on a user turn."""
     prompt = f.text_or_messages("prompt")
+    return prompt if isinstance(prompt, str) else f.conversation("prompt", prompt, ends_on="user")
+
+
+def _unpaired(f: _Fields, record: Record) -> UnpairedItem:
+    prompt = _prompt(f)
     completion = f.text_or_messages(
         "completion", want="string" if isinstance(prompt, str) else "messages", assistant_only=True
     )
@@ -469,13 +550,15 @@ def normalize_records(
     columns: dict[str, str] | None = None,
     task: str = "preference",
     sft_turns: str = "all",
+    drop_identical_pairs: bool = True,
 ) -> NormalizeResult:
     """Validate every record against one format and normalise it; collects all errors instead of stopping.
 
     task="preference" returns PreferenceItems (SFT formats are rejected); task="sft" returns SFTItems, built
     from the chosen side for preference formats (``sft_turns`` is checked here and applied at tokenization);
     task="unpaired" returns UnpairedItems and accepts the ``unpaired`` format only (the other tasks reject it).
-    Raises DataError only when the format cannot be detected or does not fit the task.
+    Preference pairs with chosen == rejected are counted and, with ``drop_identical_pairs``, left out (module
+    docstring). Raises DataError only when the format cannot be detected or does not fit the task.
     """
     names = check_columns(columns)
     check_format(format)
@@ -530,6 +613,9 @@ def normalize_records(
             if task == "preference" and p.chosen == p.rejected:
                 result.n_identical_pairs += 1
                 first_identical = first_identical or record.where
+                if drop_identical_pairs:
+                    result.n_dropped_identical += 1
+                    continue
             sides = (p.chosen, p.rejected) if task == "preference" else (p.chosen,)
             if any(isinstance(x, str) and not x.strip() for x in sides):
                 result.n_empty_responses += 1
@@ -543,10 +629,21 @@ def normalize_records(
                     )
                 )
     if result.n_identical_pairs:
+        fate = (
+            "are dropped (set drop_identical_pairs to false to keep them)"
+            if drop_identical_pairs
+            else "are kept (drop_identical_pairs is false)"
+        )
         result.warnings.append(
             f"{result.n_identical_pairs} pairs have identical chosen and rejected responses "
-            f"(first: {first_identical}); they carry no preference signal"
+            f"(first: {first_identical}); they carry no preference signal and {fate}"
         )
+        if result.n_dropped_identical and not result.items and not result.errors:  # else those come first
+            result.errors.append(
+                f"{first_identical}: all {result.n_identical_pairs} pairs have identical chosen and "
+                "rejected responses, so none is left to train on (check the columns mapping, or set "
+                "drop_identical_pairs to false to keep them)"
+            )
     if result.n_empty_responses:
         result.warnings.append(
             f"{result.n_empty_responses} examples have an empty response after the prompt "

@@ -51,34 +51,12 @@ from typing import Any
 from alignlab.data.chat import Segment, chat_segments, merge_segments, render_messages
 from alignlab.data.formats import PreferenceItem, SFTItem, UnpairedItem
 from alignlab.data.report import DataReport
+from alignlab.data.spec import DataSpec
 from alignlab.errors import ConfigError
 
 IGNORE_INDEX = -100
-PROMPT_TRUNCATIONS = ("keep_end", "keep_start")
-RESPONSE_TRUNCATIONS = ("truncate", "drop_example")
 # Plain words every vocabulary encodes to at least one id, with no special-token text in them.
 _PROBE = "Hello world"
-
-
-def check_lengths(
-    max_length: int, max_prompt_length: int, prompt_truncation: str, response_truncation: str
-) -> None:
-    """Reject truncation settings that cannot be honoured."""
-    if not isinstance(max_length, int) or max_length < 2:
-        raise ConfigError(f"max_length must be an integer >= 2, got {max_length!r}")
-    if not isinstance(max_prompt_length, int) or not 1 <= max_prompt_length <= max_length:
-        raise ConfigError(
-            f"max_prompt_length must be an integer in [1, max_length={max_length}], got {max_prompt_length!r}"
-        )
-    if prompt_truncation not in PROMPT_TRUNCATIONS:
-        raise ConfigError(
-            f"prompt_truncation must be one of {', '.join(PROMPT_TRUNCATIONS)}, got '{prompt_truncation}'"
-        )
-    if response_truncation not in RESPONSE_TRUNCATIONS:
-        raise ConfigError(
-            f"response_truncation must be one of {', '.join(RESPONSE_TRUNCATIONS)}, "
-            f"got '{response_truncation}'"
-        )
 
 
 def eos_token_id(tokenizer: Any) -> int:
@@ -260,20 +238,19 @@ def _cut_prompt(ids: list[int], n: int, keep: str, lead: int) -> list[int]:
     return ids[:lead] + ids[len(ids) - (n - lead) :]
 
 
-def _fit_sequence(prompt: list[int], lead: int, response: list[int], labels: list[int], report: DataReport, *,
-                  max_length: int, max_prompt_length: int, prompt_truncation: str, response_truncation: str,
-                  ) -> tuple[list[int], list[int], list[int], bool] | None:
+def _fit_sequence(prompt: list[int], lead: int, response: list[int], labels: list[int], report: DataReport,
+                  spec: DataSpec) -> tuple[list[int], list[int], list[int], bool] | None:
     """One sequence (SFT, or an unpaired completion) cut to max_length by the module's truncation rule:
     (prompt, response, labels, eos_dropped), or None when it is dropped (counted in `report`)."""
     prompt_cut = eos_dropped = False
-    if len(prompt) + len(response) > max_length and len(prompt) > max_prompt_length:
-        prompt = _cut_prompt(prompt, max_prompt_length, prompt_truncation, lead)
+    if len(prompt) + len(response) > spec.max_length and len(prompt) > spec.max_prompt_length:
+        prompt = _cut_prompt(prompt, spec.max_prompt_length, spec.prompt_truncation, lead)
         prompt_cut = True
-    if len(prompt) + len(response) > max_length:
-        if response_truncation == "drop_example":
+    if len(prompt) + len(response) > spec.max_length:
+        if spec.response_truncation == "drop_example":
             report.n_dropped_truncation += 1
             return None
-        room = max_length - len(prompt)
+        room = spec.max_length - len(prompt)
         response, labels, eos_dropped = response[:room], labels[:room], True
     if not _has_trained(labels):
         report.n_dropped_empty += 1
@@ -291,15 +268,10 @@ def tokenize_preference(
     items: list[PreferenceItem],
     tokenizer: Any,
     report: DataReport,
-    *,
-    max_length: int = 512,
-    max_prompt_length: int = 256,
-    prompt_truncation: str = "keep_end",
-    response_truncation: str = "truncate",
+    spec: DataSpec,
 ) -> list[dict[str, Any]]:
     """Preference examples (see the package docstring for the dict keys); updates ``report`` counts."""
-    check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
-    enc = _Encoder(tokenizer, max_prompt_length)
+    enc = _Encoder(tokenizer, spec.max_prompt_length)
     out = []
     for item in items:
         prompt_text, chosen_segs, rejected_segs = preference_segments(tokenizer, item)
@@ -315,14 +287,15 @@ def tokenize_preference(
         )
         prompt, lead = enc.start(prompt)
         prompt_cut = eos_dropped = False
-        if len(prompt) + max(len(chosen), len(rejected)) > max_length and len(prompt) > max_prompt_length:
-            prompt = _cut_prompt(prompt, max_prompt_length, prompt_truncation, lead)
+        longest = len(prompt) + max(len(chosen), len(rejected))
+        if longest > spec.max_length and len(prompt) > spec.max_prompt_length:
+            prompt = _cut_prompt(prompt, spec.max_prompt_length, spec.prompt_truncation, lead)
             prompt_cut = True
-        if len(prompt) + max(len(chosen), len(rejected)) > max_length:
-            if response_truncation == "drop_example":
+        if len(prompt) + max(len(chosen), len(rejected)) > spec.max_length:
+            if spec.response_truncation == "drop_example":
                 report.n_dropped_truncation += 1
                 continue
-            room = max_length - len(prompt)
+            room = spec.max_length - len(prompt)
             eos_dropped = True
             chosen, chosen_labels = chosen[:room], chosen_labels[:room]
             rejected, rejected_labels = rejected[:room], rejected_labels[:room]
@@ -357,23 +330,17 @@ def tokenize_sft(
     items: list[SFTItem],
     tokenizer: Any,
     report: DataReport,
-    *,
-    max_length: int = 512,
-    max_prompt_length: int = 256,
-    prompt_truncation: str = "keep_end",
-    response_truncation: str = "truncate",
-    sft_turns: str = "all",
+    spec: DataSpec,
 ) -> list[dict[str, Any]]:
     """SFT examples ``{"input_ids", "labels", "index", "where", "eos_dropped"}``; updates ``report`` counts.
 
     The prompt is the tokenizer's prefix (BOS, if it adds one) and the leading untrained segment (none for
     ``text``); the rest, trained or not (later user turns), is the response for truncation.
     """
-    check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
-    enc = _Encoder(tokenizer, max_prompt_length)
+    enc = _Encoder(tokenizer, spec.max_prompt_length)
     out = []
     for item in items:
-        segments = sft_segments(tokenizer, item, sft_turns)
+        segments = sft_segments(tokenizer, item, spec.sft_turns)
         if not any(t.strip() for t, trained in segments if trained):
             report.n_dropped_empty += 1
             continue
@@ -388,9 +355,7 @@ def tokenize_sft(
             k = enc.lead(response)
             prompt, response, labels = response[:k], response[k:], labels[k:]
         prompt, lead = enc.start(prompt)
-        fitted = _fit_sequence(prompt, lead, response, labels, report, max_length=max_length,
-                               max_prompt_length=max_prompt_length, prompt_truncation=prompt_truncation,
-                               response_truncation=response_truncation)
+        fitted = _fit_sequence(prompt, lead, response, labels, report, spec)
         if fitted is None:
             continue
         prompt, response, labels, eos_dropped = fitted
@@ -412,11 +377,7 @@ def tokenize_unpaired(
     items: list[UnpairedItem],
     tokenizer: Any,
     report: DataReport,
-    *,
-    max_length: int = 512,
-    max_prompt_length: int = 256,
-    prompt_truncation: str = "keep_end",
-    response_truncation: str = "truncate",
+    spec: DataSpec,
 ) -> list[dict[str, Any]]:
     """Unpaired (KTO) examples ``{"prompt_input_ids", "input_ids", "labels": list[int], "label": bool,
     "index": int, "where": str, "eos_dropped": bool}``; updates ``report`` counts.
@@ -425,8 +386,7 @@ def tokenize_unpaired(
     prefix of ``input_ids`` and labelled -100, the completion ends with EOS, truncation as in the module
     docstring with L = len(prompt) + len(completion). ``label`` is True for a desirable completion.
     """
-    check_lengths(max_length, max_prompt_length, prompt_truncation, response_truncation)
-    enc = _Encoder(tokenizer, max_prompt_length)
+    enc = _Encoder(tokenizer, spec.max_prompt_length)
     out = []
     for item in items:
         prompt_text, segments = unpaired_segments(tokenizer, item)
@@ -437,9 +397,7 @@ def tokenize_unpaired(
         response, labels, parts = enc.response(segments)
         merged = enc.merges([prompt_text] + [t for t, _ in segments], [prompt] + parts)
         prompt, lead = enc.start(prompt)
-        fitted = _fit_sequence(prompt, lead, response, labels, report, max_length=max_length,
-                               max_prompt_length=max_prompt_length, prompt_truncation=prompt_truncation,
-                               response_truncation=response_truncation)
+        fitted = _fit_sequence(prompt, lead, response, labels, report, spec)
         if fitted is None:
             continue
         prompt, response, labels, eos_dropped = fitted

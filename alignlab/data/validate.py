@@ -14,6 +14,7 @@ from typing import Any
 
 from alignlab.data.formats import NormalizeResult, normalize_records
 from alignlab.data.sources import read_records
+from alignlab.data.spec import DataSpec
 from alignlab.errors import DataError
 
 
@@ -40,23 +41,20 @@ def data_error(errors: list[str]) -> DataError:
 
 
 def load_and_normalize(
-    source: Any,
-    *,
-    split: str = "train",
-    columns: dict[str, str] | None = None,
-    format: str = "auto",
-    data_files: Any = None,
-    task: str = "preference",
-    sft_turns: str = "all",
-    shuffle_seed: int | None = None,
-    limit: int | None = None,
+    source: Any, spec: DataSpec | None = None, *, task: str = "preference", **settings: Any
 ) -> tuple[NormalizeResult, int]:
-    """Read and validate a source; returns (normalised result, number of records read). Never tokenizes."""
+    """Read and validate a source with ``spec`` (or ``DataSpec(**settings)``); returns (normalised result,
+    number of records read). Never tokenizes."""
+    spec = DataSpec.of(spec, **settings)
+    read_warnings: list[str] = []
     records, read_errors = read_records(
-        source, split=split, data_files=data_files, shuffle_seed=shuffle_seed, limit=limit
+        source, split=spec.split, data_files=spec.data_files, shuffle_seed=spec.shuffle_seed, limit=spec.limit,
+        warnings=read_warnings,
     )
-    result = normalize_records(records, format=format, columns=columns, task=task, sft_turns=sft_turns)
+    result = normalize_records(records, format=spec.format, columns=spec.columns, task=task,
+                               sft_turns=spec.sft_turns, drop_identical_pairs=spec.drop_identical_pairs)
     result.errors = read_errors + result.errors
+    result.warnings = read_warnings + result.warnings
     return result, len(records)
 
 
@@ -68,17 +66,21 @@ def validate_data(
     format: str = "auto",
     data_files: Any = None,
     task: str = "preference",
+    drop_identical_pairs: bool = True,
 ) -> ValidationResult:
     """Check every record of ``source`` (see ``read_records`` for sources) without a tokenizer.
 
     task="preference" expects preference pairs; task="sft" accepts SFT formats and preference data (chosen
     side); task="unpaired" expects prompt/completion/label records (KTO; ``label`` a boolean). Unreadable lines, missing or mistyped fields, empty responses, malformed messages and
     implicit-prompt pairs with no common prefix are errors; identical pairs and pairs whose hh/implicit split
-    leaves an empty response are warnings with a count. A format that cannot be detected is an error too.
+    leaves an empty response are warnings with a count (with ``drop_identical_pairs``, a source of nothing but
+    identical pairs is an error, as training would have no pair left). A format that cannot be detected, messages
+    with an unknown role or out of order, and a local directory without data files are errors too.
     """
     try:
         result, n = load_and_normalize(
-            source, split=split, columns=columns, format=format, data_files=data_files, task=task
+            source, split=split, columns=columns, format=format, data_files=data_files, task=task,
+            drop_identical_pairs=drop_identical_pairs,
         )
     except DataError as e:
         return ValidationResult(errors=getattr(e, "errors", [str(e)]), format=format)

@@ -117,12 +117,17 @@ def test_unknown_dataset_name_is_one_line_data_error(tokenizer):
         load_preference_data("no-such-dataset-here", tokenizer)
 
 
-def test_split_cannot_be_ignored(tmp_path, tokenizer, write_jsonl):
-    path = write_jsonl(ROWS, "test.jsonl")
-    assert load_preference_data(path, tokenizer, split="test")[1].n_kept == 6  # the file's own split
-    with pytest.raises(ConfigError, match="a single file is one split, so split='validation'"):
-        load_preference_data(path, tokenizer, split="validation")
-    with pytest.raises(ConfigError, match="in-memory records are one split"):
-        load_preference_data(ROWS, tokenizer, split="test")
+def test_split_selects_only_where_a_source_has_several(tmp_path, tokenizer, write_jsonl):
+    # a file (or a list of records) is the data whatever split names: eval_data=pairs.jsonl with the default
+    # eval_split 'test' must read the file (it used to be refused)
+    path = write_jsonl(ROWS, "pairs.jsonl")
+    for split in ("train", "test", "validation"):
+        assert load_preference_data(path, tokenizer, split=split)[1].n_kept == 6
+        assert load_preference_data(ROWS, tokenizer, split=split)[1].n_kept == 6
+    # a directory of split files still selects, and a split it lacks is an error
+    write_jsonl(ROWS[:2], "train.jsonl")
+    assert load_preference_data(tmp_path, tokenizer, split="train")[1].n_kept == 2
+    with pytest.raises(DataError, match=r"Unknown split \"test\""):
+        load_preference_data(tmp_path, tokenizer, split="test")
     with pytest.raises(ConfigError, match="shuffle_seed"):
         load_preference_data(ROWS, tokenizer, shuffle_seed="3")

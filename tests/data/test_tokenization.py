@@ -4,8 +4,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alignlab.data import load_preference_data, load_sft_data
-from alignlab.errors import ConfigError
+from alignlab.data import DataSpec, load_preference_data, load_sft_data
+from alignlab.errors import ConfigError, DataError
 
 ALPHABET = "ab xyzAZ019.,:!?\n\té☕日本ß—’"
 text = st.text(alphabet=ALPHABET, min_size=1, max_size=30).filter(lambda s: s.strip())
@@ -23,7 +23,7 @@ def dec(tok, ids):
 @given(prompt=text, chosen=text, rejected=text)
 def test_boundary_is_exact(tokenizer, prompt, chosen, rejected):
     (ex,), report = load_preference_data(
-        [{"prompt": prompt, "chosen": chosen, "rejected": rejected}], tokenizer
+        [{"prompt": prompt, "chosen": chosen, "rejected": rejected}], tokenizer, drop_identical_pairs=False
     )
     p = ex["prompt_input_ids"]
     assert dec(tokenizer, p) == prompt
@@ -139,10 +139,26 @@ def test_sft_truncation(tokenizer):
     )
     assert ex["input_ids"] == p[:6] + c[:10] and ex["labels"] == [-100] * 6 + c[:10] and ex["eos_dropped"]
     assert (report.n_prompt_truncated, report.n_response_truncated) == (1, 1)
-    _, report = load_sft_data(
-        [rec], tokenizer, max_length=16, max_prompt_length=6, response_truncation="drop_example"
-    )
-    assert report.n_kept == 0 and report.n_dropped_truncation == 1
+    with pytest.raises(DataError, match=r"no example left \(data: 1 records -> 0 examples; 1 dropped as too long "
+                                        r"\(response_truncation: drop_example\)\); raise max_length \(now 16\)"):
+        load_sft_data([rec], tokenizer, max_length=16, max_prompt_length=6, response_truncation="drop_example")
+
+
+def test_one_spec_object_or_its_fields_as_keywords(tokenizer):
+    records = [long_pair(tokenizer), {"prompt": "short", "chosen": " ok", "rejected": " no"}]
+    spec = DataSpec(max_length=20, max_prompt_length=8)
+    by_spec = load_preference_data(records, tokenizer, spec)
+    assert by_spec == load_preference_data(records, tokenizer, max_length=20, max_prompt_length=8)
+    # keywords replace fields of a given spec
+    assert load_preference_data(records, tokenizer, DataSpec(max_length=64, max_prompt_length=32), max_length=20,
+                                max_prompt_length=8) == by_spec
+    with pytest.raises(ConfigError, match="'max_len' is not a data setting"):
+        load_preference_data(records, tokenizer, max_len=20)
+    with pytest.raises(ConfigError, match="sft_turns applies to SFT data, not preference pairs"):
+        load_preference_data(records, tokenizer, sft_turns="last")
+    _, report = by_spec
+    assert report.changes() == ("data: 2 records -> 2 examples; 1 with the prompt cut to max_prompt_length, "
+                                "1 with responses cut at max_length (EOS lost)")
 
 
 @pytest.mark.parametrize(
@@ -169,9 +185,10 @@ def test_bad_sft_turns_raise(tokenizer):
 
 
 def test_report_summary_is_readable(tokenizer):
-    _, report = load_preference_data([{"prompt": "a", "chosen": " b", "rejected": " b"}], tokenizer)
+    records = [{"prompt": "a", "chosen": " b", "rejected": " b"}]
+    _, report = load_preference_data(records, tokenizer, drop_identical_pairs=False)
     s = str(report)
-    assert "1 records (standard) -> 1 examples kept" in s and "identical pairs: 1" in s
+    assert "1 records (standard) -> 1 examples kept" in s and "identical pairs kept: 1" in s
     assert report.n_identical_pairs == 1 and any("identical" in w for w in report.warnings)
 
 
@@ -183,7 +200,7 @@ def test_chat_boundary_is_exact(tokenizer, user, chosen, rejected):
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
     }
-    (ex,), _ = load_preference_data([record], tokenizer)
+    (ex,), _ = load_preference_data([record], tokenizer, drop_identical_pairs=False)
     p = ex["prompt_input_ids"]
     assert dec(tokenizer, p) == f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
     for side, content in (("chosen", chosen), ("rejected", rejected)):

@@ -131,7 +131,9 @@ def test_same_tokens_as_the_chosen_side_of_a_pair(kind, chat):
     else:
         prompt, completion = "Question: hi?\nAnswer:", " Hello there."
     (ex,), _ = load_unpaired_data([{"prompt": prompt, "completion": completion, "label": False}], tok)
-    (pair,), _ = load_preference_data([{"prompt": prompt, "chosen": completion, "rejected": completion}], tok)
+    # an identical pair is the simplest reference, so it is kept here
+    (pair,), _ = load_preference_data([{"prompt": prompt, "chosen": completion, "rejected": completion}], tok,
+                                      drop_identical_pairs=False)
     assert ex["prompt_input_ids"] == pair["prompt_input_ids"]
     assert (ex["input_ids"], ex["labels"]) == (pair["chosen_input_ids"], pair["chosen_labels"])
 
@@ -146,7 +148,8 @@ def test_truncation_is_the_pairs_rule(tokenizer, truncation):
                   "response_truncation": response_truncation}
     examples, report = load_unpaired_data(rows, tokenizer, **kwargs)
     pairs, _ = load_preference_data([{"prompt": r["prompt"], "chosen": r["completion"],
-                                      "rejected": r["completion"]} for r in rows], tokenizer, **kwargs)
+                                      "rejected": r["completion"]} for r in rows], tokenizer,
+                                    drop_identical_pairs=False, **kwargs)
     assert [(e["input_ids"], e["labels"], e["eos_dropped"]) for e in examples] == [
         (p["chosen_input_ids"], p["chosen_labels"], p["eos_dropped"]) for p in pairs
     ]

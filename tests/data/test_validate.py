@@ -176,7 +176,7 @@ def test_errors_are_collected_and_raised_as_one_before_tokenizing(write_jsonl):
         load_sft_data(path, NoTokenizing())
 
 
-def test_identical_pairs_are_a_warning_with_a_count(write_jsonl):
+def test_identical_pairs_are_dropped_with_a_warning_and_a_count(write_jsonl):
     path = write_jsonl(
         [
             GOOD,
@@ -189,26 +189,28 @@ def test_identical_pairs_are_a_warning_with_a_count(write_jsonl):
     assert result.warnings == [
         (
             f"2 pairs have identical chosen and rejected responses (first: {path} line 2); "
-            "they carry no preference signal"
+            "they carry no preference signal and are dropped (set drop_identical_pairs to false to keep them)"
         )
     ]
+    (kept,) = validate_data(path, drop_identical_pairs=False).warnings
+    assert kept.endswith("they carry no preference signal and are kept (drop_identical_pairs is false)")
 
 
 def test_validate_data_main(write_jsonl, capsys):
     path = write_jsonl([GOOD] + [{"prompt": "p", "chosen": 1, "rejected": " r"}] * (MAX_REPORTED_ERRORS + 3))
     assert validate_data_main([str(path)]) == 2
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"{path} line 2: field 'chosen' must be a string or a list of messages, got int"
-    assert len([line for line in out if "must be a string" in line]) == MAX_REPORTED_ERRORS
-    assert "... and 3 more errors" in out
-    assert out[-1] == "data.jsonl: 24 records, format 'standard': 23 errors, 0 warnings"
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()  # the errors go to stderr, the summary alone to stdout
+    assert err[0] == f"{path} line 2: field 'chosen' must be a string or a list of messages, got int"
+    assert len([line for line in err if "must be a string" in line]) == MAX_REPORTED_ERRORS
+    assert "... and 3 more errors" in err
+    assert captured.out.splitlines() == ["data.jsonl: 24 records, format 'standard': 23 errors, 0 warnings"]
 
     good = write_jsonl([{"q": "p", "c": " c", "r": " r"}], name="good.jsonl")
-    columns = json.dumps({"prompt": "q", "chosen": "c", "rejected": "r"})
-    assert validate_data_main([str(good), "--columns", columns]) == 0
+    assert validate_data_main([str(good), "--columns", "prompt=q,chosen=c,rejected=r"]) == 0
     assert capsys.readouterr().out.strip() == "good.jsonl: 1 records, format 'standard': OK, 0 warnings"
     assert validate_data_main([str(good)]) == 2  # fields not mapped: the format cannot be detected
-    assert "cannot detect the data format" in capsys.readouterr().out
+    assert "cannot detect the data format" in capsys.readouterr().err
 
 
 def test_corrupt_parquet_is_one_line(tmp_path):
