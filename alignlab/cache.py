@@ -12,7 +12,10 @@
   callback (`lambda tmp: torch.save(obj, tmp)`).
 - Directories: `build_dir_atomically(target, build)` builds in a temporary sibling directory and renames it into
   place; concurrent builders each build privately and the first rename wins. With `barrier` the build is shared
-  by several processes (a checkpoint under accelerate: every rank writes its shard into one directory).
+  by several processes (a checkpoint under accelerate: every rank writes its shard into one directory). Files
+  in the committed directory get the umask's usual modes, whatever the library that wrote them used.
+- Leftovers: `remove_temporaries(directory)` deletes what a killed writer left there (`.tmp-*` build
+  directories, `write_atomically`'s temporary files).
 
 This module sits below every other alignlab package: it imports only alignlab.errors and third-party libraries.
 """
@@ -22,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
-import tempfile
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,6 +39,8 @@ import numpy as np
 from alignlab.errors import AlignlabError
 
 _TMP_PREFIX = ".tmp-"
+# write_atomically's temporary file: `.<name>.<12 hex digits>.tmp`
+_TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 # A private temporary build directory older than this is left over from a crashed build and may be removed.
 _STALE_TMP_SECONDS = 6 * 3600
 
@@ -187,14 +193,57 @@ def write_jsonl_atomically(path: str | os.PathLike, records: Iterable[Any], *, e
 
 
 # ----------------------------------------------------------------------------------------------- directories
-def _remove_stale_tmp(parent: Path) -> None:
+def remove_temporaries(directory: str | os.PathLike, *, older_than: float = 0.0) -> list[Path]:
+    """Delete the temporaries a killed writer left in `directory` (`.tmp-*` build directories of
+    build_dir_atomically, `.<name>.<hex>.tmp` files of write_atomically) last modified more than `older_than`
+    seconds ago, and return their paths.
+
+    With the default 0 every temporary goes: call it only when no other process writes into `directory` (a run
+    directory when its run restarts). Entries another process removes first are skipped.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
     now = time.time()
-    for entry in parent.glob(_TMP_PREFIX + "*"):
+    removed = []
+    for entry in sorted(directory.iterdir()):
+        name = entry.name
+        if not (name.startswith(_TMP_PREFIX) or _TMP_FILE.match(name)):
+            continue
         try:
-            if now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
-                shutil.rmtree(entry, ignore_errors=True)
+            if now - entry.lstat().st_mtime < older_than:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            continue  # another process removed it first
         except OSError:
-            pass  # another process removed it first
+            continue  # not ours to remove (permissions); it does no harm where it is
+        removed.append(entry)
+    return removed
+
+
+def _apply_umask_modes(root: Path) -> None:
+    """Give every file under `root` the mode a plain open() would give it (0o666 less the umask; 0o777 less the
+    umask for an executable) and every directory 0o777 less the umask.
+
+    Some writers create files through mkstemp (transformers writes model.safetensors so), which leaves them
+    0o600 beside 0o644 siblings. `root` was made by mkdir with mode 0o777, so its mode is the umask's; reading
+    it avoids os.umask, which would have to change the process-wide umask to read it.
+    """
+    dir_mode = stat.S_IMODE(root.stat().st_mode) & 0o777
+    file_mode = dir_mode & 0o666
+    for path in root.rglob("*"):
+        try:
+            st = path.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                os.chmod(path, dir_mode)
+            elif stat.S_ISREG(st.st_mode):
+                os.chmod(path, dir_mode if st.st_mode & 0o111 else file_mode)  # executables: 0o777 less umask
+        except OSError:
+            pass  # a file of another user (a shared file system): its mode is cosmetic, the content is complete
 
 
 def _commit(tmp: Path, target: Path, *, replace: bool) -> None:
@@ -238,7 +287,8 @@ def build_dir_atomically(
     creates it (removing a leftover of a crashed attempt) and renames it, every process calls `build`, and
     `barrier()` separates the phases. Without barrier, `is_main` must be true.
 
-    If `build` raises, the temporary directory is removed (by the main process) and `target` is untouched.
+    Before the rename, files and directories inside get the modes the umask gives (see _apply_umask_modes). If
+    `build` raises, the temporary directory is removed (by the main process) and `target` is untouched.
     """
     target = Path(target)
     if not replace and target.is_dir():
@@ -257,15 +307,16 @@ def build_dir_atomically(
         if not is_main:
             raise ValueError("build_dir_atomically: is_main=False needs a barrier (a build shared by processes)")
         _mkdir(parent)
-        _remove_stale_tmp(parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{target.name}-", dir=parent))
+        remove_temporaries(parent, older_than=_STALE_TMP_SECONDS)
+        # mkdir, not mkdtemp (0o700): the directory gets the umask's mode, which _apply_umask_modes reads
+        tmp = parent / f"{_TMP_PREFIX}{target.name}-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
     try:
         build(tmp)
         if shared:
             barrier()
         if is_main:
-            if not shared:
-                os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the cache may be shared read-only by others
+            _apply_umask_modes(tmp)
             _commit(tmp, target, replace=replace)
     finally:
         if is_main and tmp.exists():
@@ -280,6 +331,7 @@ __all__ = [
     "content_key",
     "data_fingerprint",
     "model_fingerprint",
+    "remove_temporaries",
     "write_atomically",
     "write_bytes_atomically",
     "write_json_atomically",
