@@ -78,7 +78,8 @@ SMOKE: dict[str, Smoke] = {
         Smoke("--max-pairs 16", produces=("diagnose/diagnose.json",)),
     "alignlab diagnose --model runs/x/final --ref alignlab/tiny-llama --data alignlab/data/samples/ranking.jsonl":
         Smoke("--max-pairs 16", produces=("diagnose/diagnose.json",)),
-    "alignlab diagnose --run runs/x": Smoke("--max-pairs 16", produces=("diagnose/diagnose.json",)),
+    # --run writes into the run by default (tests/test_cli.py), and runs/x is shared by the session: write beside it
+    "alignlab diagnose --run runs/x": Smoke("--max-pairs 16 --out diagnose", produces=("diagnose/diagnose.json",)),
     "alignlab generate --model runs/x/final --ref alignlab/tiny-llama --prompts prompts.txt --n 4 "
     "--out samples.jsonl": Smoke("--max-new-tokens 8", produces=("samples.jsonl",)),
     "alignlab train --config recipes/dpo.yaml --track-flips 128 eval_steps=10": Smoke(
@@ -93,7 +94,7 @@ SMOKE: dict[str, Smoke] = {
     "save_total_limit=null eval_steps=9 epochs=2.0 run_dir=runs/dpo-flips --track-flips 128": Smoke(
         f"save_steps=1 eval_steps=1 --track-flips 4 {TRAIN}", produces=("runs/dpo-flips/checkpoint-1",)),
     "alignlab diagnose --run runs/dpo-flips": Smoke(
-        "--max-pairs 16", subs=(("runs/dpo-flips", "runs/x"),), produces=("diagnose/diagnose.json",)),
+        "--max-pairs 16 --out diagnose", subs=(("runs/dpo-flips", "runs/x"),), produces=("diagnose/diagnose.json",)),
     "alignlab diagnose --model runs/dpo-flips/final --ref runs/quickstart-<time>/sft/final "
     "--data alignlab/data/samples/pairs.jsonl": Smoke(
         "--max-pairs 16", subs=(("runs/dpo-flips", "runs/x"),), produces=("diagnose/diagnose.json",)),

@@ -1,12 +1,17 @@
 """One entry point for models and tokenizers.
 
 Built-in names resolve to the offline cache; anything else goes to ``transformers`` ``from_pretrained`` (a
-local directory or a hub id), with load failures turned into one-line ``AlignlabError``s.
+local directory or a hub id), with load failures turned into one-line ``AlignlabError``s. Weights are read from
+safetensors files only: a ``pytorch_model.bin`` is a pickle, and unpickling a file from elsewhere can run code
+(torch's ``weights_only`` loader narrows that but is not a format guarantee), so one is refused unless the
+caller passes ``allow_pickle=True``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -57,9 +62,45 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return target
 
 
-def _load_error(what: str, name: str, exc: Exception) -> AlignlabError:
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _unreachable_hub(name: str) -> str | None:
+    """Why the hub cannot serve the hub id `name` (one line), or None: a local path, offline mode, not a hub id,
+    or a hub that answers (even 404: from_pretrained reports that).
+
+    One HEAD request without retries. Asked before from_pretrained because its download retries an unreachable
+    hub for about a minute, a warning line per try, before saying so.
+    """
+    if os.path.exists(name) or _offline():
+        return None
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except ValueError:
+        return None  # a path that is not there: from_pretrained says so
+    try:
+        get_hf_file_metadata(hf_hub_url(name, "config.json"), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError:
+        return None
+    except (HTTPError, OSError) as exc:  # no answer: connection refused, DNS, timeout
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"the hub at {constants.ENDPOINT} is unreachable ({reason})"
+    return None
+
+
+def _load_error(what: str, name: str, exc: Exception, unreachable: str | None = None) -> AlignlabError:
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    offline = _offline()
+    if unreachable is not None:
+        return ConfigError(
+            f"cannot load {what} from '{name}': {unreachable} and no cached copy loads; pass a local directory, "
+            "or set HF_HUB_OFFLINE=1 to load cached hub models without asking the hub"
+        )
     if not os.path.exists(name) and offline:
         hint = (
             "no such local directory and the hub is offline (HF_HUB_OFFLINE=1); pass an existing directory "
@@ -85,13 +126,57 @@ def load_tokenizer(name_or_path: str | None = None) -> PreTrainedTokenizerBase:
         source = str(tokenizer_path())
     else:
         source = resolve(name_or_path)
+    unreachable = _unreachable_hub(source)  # then only a cached copy can load, without retries
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=unreachable is not None)
     except (OSError, ValueError) as exc:
-        raise _load_error("tokenizer", source, exc) from exc
+        raise _load_error("tokenizer", source, exc, unreachable) from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# Pickled weight files (transformers' and peft's names, sharded or not) and safetensors ones.
+_PICKLED_WEIGHTS = ("pytorch_model*.bin", "pytorch_model*.bin.index.json", "adapter_model*.bin")
+_SAFE_WEIGHTS = ("*.safetensors", "*.safetensors.index.json")
+
+
+def check_safetensors(directory: str | os.PathLike) -> None:
+    """Refuse a local model or adapter directory whose weights are pickled only.
+
+    Raises ConfigError (one line: the file, why, how to convert) when `directory` holds ``pytorch_model*.bin`` /
+    ``adapter_model*.bin`` and no ``*.safetensors``, or when its config.json points transformers at a file that
+    is not safetensors (``transformers_weights``). Anything else (a hub id, a directory without weights) passes:
+    ``from_pretrained(..., use_safetensors=True)`` reports those.
+    """
+    path = Path(directory)
+    if not path.is_dir():
+        return
+    explicit = _explicit_weights(path)
+    if explicit is not None and not explicit.endswith((".safetensors", ".safetensors.index.json")):
+        raise ConfigError(
+            f"'{path / 'config.json'}': transformers_weights is '{explicit}', not a safetensors file; alignlab "
+            "loads safetensors only (a pickle can run code): point it at a .safetensors file, or pass "
+            "allow_pickle=True if you trust the directory"
+        )
+    if any(next(path.glob(pattern), None) for pattern in _SAFE_WEIGHTS):
+        return
+    pickled = sorted(p.name for pattern in _PICKLED_WEIGHTS for p in path.glob(pattern))
+    if pickled:
+        raise ConfigError(
+            f"'{path}' holds its weights only as {pickled[0]}, a pickle (loading one can run code); convert it "
+            "once where you trust it (from_pretrained(dir, use_safetensors=False).save_pretrained(dir) writes "
+            "safetensors), or pass allow_pickle=True"
+        )
+
+
+def _explicit_weights(directory: Path) -> str | None:
+    """config.json's ``transformers_weights``: transformers loads that file whatever ``use_safetensors`` says."""
+    try:
+        value = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("transformers_weights")
+    except (OSError, ValueError, AttributeError):
+        return None  # no readable config: from_pretrained reports it
+    return value if isinstance(value, str) else None
 
 
 def _check_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
@@ -109,15 +194,18 @@ def load_model(
     *,
     seed: int = 0,
     dtype: torch.dtype | str | None = None,
+    allow_pickle: bool = False,
     **kwargs: object,
 ) -> PreTrainedModel:
     """Load a causal LM.
 
     ``None`` or a built-in name: the tiny model initialised with ``seed`` (built and cached on first use),
     loaded with ``from_pretrained``. Anything else: ``AutoModelForCausalLM.from_pretrained(name_or_path,
-    dtype=dtype, **kwargs)``; ``seed`` only selects built-in weights, so a non-zero seed with another model is
-    rejected. ``dtype`` is a torch dtype, its name (``"bfloat16"``), ``"auto"`` or ``None`` (float32). Extra
-    ``kwargs`` go to ``from_pretrained`` in both cases.
+    dtype=dtype, use_safetensors=True, **kwargs)``; ``seed`` only selects built-in weights, so a non-zero seed
+    with another model is rejected. ``dtype`` is a torch dtype, its name (``"bfloat16"``), ``"auto"`` or ``None``
+    (float32). Weights load from safetensors only: a directory holding only ``pytorch_model.bin`` raises a
+    one-line ConfigError (``check_safetensors``) unless ``allow_pickle`` (then transformers picks the file,
+    unpickling with ``weights_only``). Extra ``kwargs`` go to ``from_pretrained`` in both cases.
     """
     name = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
     torch_dtype = _check_dtype(dtype)
@@ -129,7 +217,20 @@ def load_model(
     source = resolve(name, seed=seed)
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
+    if not allow_pickle:
+        check_safetensors(source)
+        kwargs.setdefault("use_safetensors", True)  # a hub id: never falls back to pytorch_model.bin
+    unreachable = _unreachable_hub(source)
+    if unreachable is not None:  # a cached copy loads, without a minute of retries
+        kwargs["local_files_only"] = True
+        # transformers looks for a peft adapter with its own settings, which do not inherit local_files_only
+        kwargs["adapter_kwargs"] = {**(kwargs.get("adapter_kwargs") or {}), "local_files_only": True}
     try:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
-        raise _load_error("model", source, exc) from exc
+        if not allow_pickle and "use_safetensors" in str(exc):  # transformers found only pickled weights
+            raise ConfigError(
+                f"cannot load model from '{source}': it has no safetensors weights and alignlab loads no pickle "
+                "(it can run code); pass allow_pickle=True if you trust it"
+            ) from exc
+        raise _load_error("model", source, exc, unreachable) from exc

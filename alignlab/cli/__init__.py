@@ -1,19 +1,22 @@
 """Command line: parse, call the library, print. Every argparse parser and every user-facing print of alignlab
-lives in this package, one module per command (train, score, validate, diagnose, generate, testbed); the library
-takes arguments and returns results.
+lives in this package, one module per command (train, score, validate, diagnose, generate, testbed) and
+options.py, the option syntax and cheap checks they share; the library takes arguments and returns results.
 
 `main` is the one place that turns an AlignlabError into output: one stderr line `alignlab: <message>` and
-exit code 2 (with --debug anywhere on the command line it re-raises, so the traceback shows). Subcommand mains
-and the library raise; they never print errors.
+exit code 2 (with --debug anywhere on the command line it re-raises, so the traceback shows). An OSError (with
+its path), malformed JSON or a corrupt safetensors file raised below alignlab is reported the same way; any
+other exception is a bug and keeps its traceback. Subcommand mains and the library raise; they never print
+errors.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
 
-from alignlab.errors import AlignlabError
+from alignlab.errors import AlignlabError, RunInterrupted
 
 USAGE = """alignlab <command> [options]
 
@@ -32,11 +35,16 @@ add --help after a command for its options; --debug shows tracebacks.
 
 
 def _quiet_libraries() -> None:
+    # Through the environment, which the libraries read when first imported: importing transformers here would
+    # delay every error found before a command needs it (a missing file, a bad option) by seconds.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (a caller in process): the environment is read
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 # Each command's module is imported only when that command runs: `alignlab --help` and a mistyped command stay
@@ -88,8 +96,25 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
+def _library_error(exc: Exception) -> str | None:
+    """One line for an error from below alignlab that names its own cause (a file that cannot be read or written,
+    malformed JSON, a corrupt safetensors file), or None for anything else: a bug, whose traceback is the report."""
+    if isinstance(exc, OSError):
+        if exc.filename is None:
+            return _one_line(exc) or type(exc).__name__
+        where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        return f"{where}: {exc.strerror or _one_line(exc)}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
+    safetensors = sys.modules.get("safetensors")  # never imported: nothing can have raised its error
+    if safetensors is not None and isinstance(exc, safetensors.SafetensorError):
+        return f"cannot read a safetensors file ({_one_line(exc)})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; return its exit code (0 ok, 2 user error or usage error, 130 interrupted)."""
+    """Run one command; return its exit code (0 ok, 2 user error or usage error, 130 / 143 interrupted by
+    SIGINT / SIGTERM: training first writes a checkpoint)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -112,9 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
         raise
+    except RunInterrupted as exc:  # a checkpoint was written: the message says how to resume
+        print(f"alignlab: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("alignlab: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = _library_error(exc)
+        if message is None or debug:
+            raise
+        print(f"alignlab: {message} (--debug for the traceback)", file=sys.stderr)
+        return 2
 
 
 __all__ = ["COMMANDS", "USAGE", "main"]

@@ -8,16 +8,20 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from alignlab.diagnostics.diagnose import DiagnoseResult, ScoringOptions, diagnose_model, diagnose_run
-from alignlab.diagnostics.flips import GROUPS
-from alignlab.diagnostics.plots import GROUP_LABELS
+from alignlab.cli.options import COLUMNS_HELP, check_local_file, parse_columns
+from alignlab.data.spec import DataSpec
 from alignlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from alignlab.diagnostics.diagnose import DiagnoseResult
+
+# alignlab.diagnostics (torch, transformers) is imported once the options have been checked: a missing data file
+# or a bad option is reported before seconds of imports.
 
 DESCRIPTION = (
     "`alignlab diagnose`: ranking diagnostics of a model (and its reference) on preference data, or of a training "
@@ -55,11 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="split of --data (default: train)")
     p.add_argument("--tokenizer", help="tokenizer (default: the model's)")
     p.add_argument("--format", default="auto", help="data format (default: auto-detected)")
-    p.add_argument(
-        "--columns",
-        default=None,
-        help="column renames, canonical=source pairs separated by commas, e.g. prompt=question",
-    )
+    p.add_argument("--columns", default=None, help=COLUMNS_HELP)
     p.add_argument(
         "--max-length", type=int, default=512, help="max tokens of prompt + response (default 512)"
     )
@@ -73,7 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="beta of the DPO loss and flip threshold (default 0.1; --run: the run's beta)",
     )
-    p.add_argument("--out", default="diagnose", help="output directory for diagnose.json and PNGs")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output directory for diagnose.json and PNGs (default: RUN_DIR/diagnose with --run, ./diagnose "
+        "otherwise; a default directory holding an earlier diagnose.json is refused, a named one is replaced)",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="pairs per forward (default 16)")
     p.add_argument("--bf16", action="store_true", help="load the models in bfloat16")
     p.add_argument(
@@ -91,20 +96,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_columns(text: str | None) -> dict[str, str] | None:
-    if text is None:
-        return None
-    columns = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(
-                f"--columns item '{item}' must look like canonical=source (e.g. prompt=question)"
-            )
-        columns[key.strip()] = value.strip()
-    return columns
-
-
 def _check_args(args: argparse.Namespace, defaults: argparse.Namespace) -> None:
     if args.run is not None:
         given = [name for name in _MODEL_ONLY if getattr(args, name) != getattr(defaults, name)]
@@ -118,14 +109,17 @@ def _check_args(args: argparse.Namespace, defaults: argparse.Namespace) -> None:
             raise ConfigError(
                 "diagnose needs --model and --data (or --run RUN_DIR); see alignlab diagnose --help"
             )
-    _parse_columns(args.columns)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}")
     if args.max_pairs < 0:
         raise ConfigError(f"--max-pairs must be >= 0 (0: all pairs); got {args.max_pairs}")
     if args.beta is not None and not (math.isfinite(args.beta) and args.beta > 0):
         raise ConfigError(f"--beta must be a number > 0; got {args.beta}")
+    if args.run is None:
+        check_local_file(args.data)
     if args.device is not None:
+        import torch
+
         try:
             torch.device(args.device)
         except (RuntimeError, ValueError):
@@ -139,6 +133,9 @@ def _pct(value: float | None) -> str:
 
 
 def _print_summary(summary: Mapping[str, Any], header: str, console: Console) -> None:
+    from alignlab.diagnostics.flips import GROUPS
+    from alignlab.diagnostics.plots import GROUP_LABELS
+
     console.print(header)
     table = Table()
     table.add_column("metric")
@@ -203,6 +200,8 @@ def _print_summary(summary: Mapping[str, Any], header: str, console: Console) ->
 
 
 def _print_run(report: Mapping[str, Any], console: Console) -> None:
+    from alignlab.diagnostics.flips import GROUPS
+
     rows = report["checkpoints"]
     console.print(f"{report['run']} ({report['method']}): {report['n_pairs']} pairs of {report['data']}, "
                   f"β={report['beta']:g}")
@@ -238,6 +237,13 @@ def main(argv: Sequence[str]) -> int:
         return int(exc.code or 0)
     console = Console(width=max(Console().width, 110), soft_wrap=False)
     _check_args(args, parser.parse_args([]))
+    spec = None
+    if args.run is None:
+        spec = DataSpec(split=args.split, format=args.format, columns=parse_columns(args.columns),
+                        max_length=args.max_length, max_prompt_length=args.max_prompt_length,
+                        prompt_truncation=args.prompt_truncation, response_truncation=args.response_truncation)
+    from alignlab.diagnostics.diagnose import ScoringOptions, diagnose_model, diagnose_run
+
     options = ScoringOptions(bf16=args.bf16, batch_size=args.batch_size, device=args.device,
                              cache=not args.no_cache, cache_dir=args.cache_dir)
     result: DiagnoseResult
@@ -247,10 +253,8 @@ def main(argv: Sequence[str]) -> int:
         _print_run(result.report, console)
     else:
         result = diagnose_model(
-            args.model, args.data, ref=args.ref, split=args.split, tokenizer=args.tokenizer, format=args.format,
-            columns=_parse_columns(args.columns), max_length=args.max_length,
-            max_prompt_length=args.max_prompt_length, prompt_truncation=args.prompt_truncation,
-            response_truncation=args.response_truncation, beta=0.1 if args.beta is None else args.beta,
+            args.model, args.data, ref=args.ref, tokenizer=args.tokenizer, spec=spec,
+            beta=0.1 if args.beta is None else args.beta,
             out=args.out, max_pairs=args.max_pairs, seed=args.seed, options=options)
         report = result.report
         _print_summary(report, f"{args.model} on {args.data} ({report['n_pairs']} of {result.n_kept} pairs)",

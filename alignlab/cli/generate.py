@@ -9,16 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from alignlab.diagnostics.diversity import distinct_n, mean_token_entropy
-from alignlab.diagnostics.generation import (
-    check_sampling_options,
-    generate_from_names,
-    load_prompts,
-    write_jsonl,
-)
+from alignlab.cli.options import check_local_file
+from alignlab.data.sources import LOCAL_SUFFIXES
 from alignlab.errors import ConfigError
+
+# alignlab.diagnostics (torch, transformers) is imported once the options have been checked: a missing prompts
+# file or a bad option is reported before seconds of imports.
 
 USAGE = (
     "alignlab generate --model PATH --prompts FILE_OR_DATASET [--ref PATH] [--out FILE.jsonl] [--n 4] "
@@ -61,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summary(records: Sequence[dict[str, Any]], out: str | None) -> str:
+    import numpy as np
+
+    from alignlab.diagnostics.diversity import distinct_n, mean_token_entropy
+
     texts = [r["completion"] for r in records]
     parts = [
         f"{len(records)} completions",
@@ -81,15 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2) or re-raises (--debug).
     """
     args = _parser().parse_args(argv)
-    check_sampling_options(
-        args.n, args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed, args.batch_size
-    )
     if args.limit is not None and args.limit < 1:  # argparse made it an int
         raise ConfigError(f"--limit must be an integer >= 1, got {args.limit!r}")
     if args.out is not None:
         out = Path(args.out)
         if out.is_dir() or not out.parent.is_dir():
             raise ConfigError(f"--out {args.out}: not a writable file path (is the directory there?)")
+    check_local_file(args.prompts, (*LOCAL_SUFFIXES, ".txt"))  # .txt: one prompt per line (load_prompts)
+    from alignlab.diagnostics.generation import (
+        check_sampling_options,
+        generate_from_names,
+        load_prompts,
+        write_jsonl,
+    )
+
+    check_sampling_options(
+        args.n, args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed, args.batch_size
+    )
     prompts = load_prompts(args.prompts, column=args.prompt_column, split=args.split, limit=args.limit)
     records = generate_from_names(
         args.model,

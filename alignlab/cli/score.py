@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from alignlab.cli.options import COLUMNS_HELP, check_local_file, parse_columns
+from alignlab.data.spec import DataSpec
 from alignlab.errors import ConfigError
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tokenizer", default=None, help="tokenizer (default: the model's)")
     parser.add_argument("--split", default="train", help="split of a directory or datasets source")
     parser.add_argument("--format", default="auto", help="data format (default: detected, as in training)")
-    parser.add_argument("--columns", default=None, help='column renames as JSON, e.g. \'{"prompt": "question"}\'')
+    parser.add_argument("--columns", default=None, help=COLUMNS_HELP)
     parser.add_argument("--max-length", type=int, default=512, help="max tokens of prompt + response")
     parser.add_argument("--max-prompt-length", type=int, default=256, help="max prompt tokens of a long record")
     parser.add_argument("--prompt-truncation", default="keep_end", help="keep_end or keep_start")
@@ -39,9 +40,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="tokens per tile of the vocabulary projection")
     args = parser.parse_args(argv)
-    from alignlab.diagnostics.generation import write_jsonl
-    from alignlab.diagnostics.sequence_scores import score_data
-
     out = Path(args.out)
     if out.is_dir() or not out.parent.is_dir():
         raise ConfigError(f"--out {args.out}: not a file path in an existing directory")
@@ -49,17 +47,18 @@ def main(argv: list[str]) -> int:
                         ("--limit", 1 if args.limit is None else args.limit)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    columns = None
-    if args.columns is not None:
-        try:
-            columns = json.loads(args.columns)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--columns is not valid JSON ({exc.msg})") from None
+    spec = DataSpec(split=args.split, format=args.format, columns=parse_columns(args.columns),
+                    max_length=args.max_length, max_prompt_length=args.max_prompt_length,
+                    prompt_truncation=args.prompt_truncation, response_truncation=args.response_truncation,
+                    sft_turns=args.sft_turns, limit=args.limit)
+    check_local_file(args.data)
+    # torch and transformers load only now, after every check that needs neither
+    from alignlab.diagnostics.generation import write_jsonl
+    from alignlab.diagnostics.sequence_scores import score_data
+
     records, report = score_data(
-        args.model, args.data, ref=args.ref, tokenizer=args.tokenizer, split=args.split, format=args.format,
-        columns=columns, max_length=args.max_length, max_prompt_length=args.max_prompt_length,
-        prompt_truncation=args.prompt_truncation, response_truncation=args.response_truncation,
-        sft_turns=args.sft_turns, limit=args.limit, dtype=args.dtype, mixed_precision=args.mixed_precision,
+        args.model, args.data, ref=args.ref, tokenizer=args.tokenizer, spec=spec,
+        dtype=args.dtype, mixed_precision=args.mixed_precision,
         device=args.device, token_ids=args.token_ids, batch_size=args.batch_size, chunk_size=args.chunk_size)
     write_jsonl(records, out)
     key = "chosen_logps" if "chosen_logps" in records[0] else "logps"

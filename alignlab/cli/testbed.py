@@ -21,20 +21,35 @@ if TYPE_CHECKING:
 # The testbeds are imported inside the commands: `testbed frozenlake` needs torch only, not the sentiment
 # testbed's transformers models.
 
+# name -> one line for `alignlab testbed --help` (each testbed's own --help starts with it)
+TESTBEDS = {
+    "frozenlake": "Frozen Lake: SFT, IFT, DPO, ORPO, SimPO, TDPO1/2 against the exact optimal policy "
+                  "(arXiv 2405.11870)",
+    "sentiment": "controlled sentiment (arXiv 2404.11999, Fig. 3): DPO/TDPO reward vs KL frontier, offline by "
+                 "default",
+}
+
+
+def _usage() -> str:
+    width = max(map(len, TESTBEDS))
+    lines = [f"usage: alignlab testbed {{{','.join(TESTBEDS)}}} [options]", "", "testbeds:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, summary in TESTBEDS.items()]
+    lines += ["", "alignlab testbed NAME --help lists a testbed's options."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     """`alignlab testbed NAME [options]`: run the named testbed's command; return its exit code."""
     if not argv or argv[0] in ("-h", "--help"):
         # a missing name is a usage error: stderr and exit 2, as argparse does
-        print("usage: alignlab testbed {frozenlake,sentiment} [options]", file=sys.stdout if argv else sys.stderr)
+        print(_usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name == "frozenlake":
         return frozenlake_main(rest)
     if name == "sentiment":
         return sentiment_main(rest)
-    raise AlignlabError(f"unknown testbed '{name}': choose frozenlake or sentiment")
+    raise AlignlabError(f"unknown testbed '{name}': choose {' or '.join(TESTBEDS)}")
 
 
 # ------------------------------------------------------------------------------------------------- frozenlake
@@ -57,9 +72,7 @@ def frozenlake_main(argv: Sequence[str] | None = None) -> int:
     )
 
     d = FrozenLakeConfig()
-    p = argparse.ArgumentParser(prog="alignlab testbed frozenlake",
-                                description="Frozen Lake policy alignment: SFT, IFT, DPO, ORPO, SimPO, TDPO1/2 "
-                                            "against the exact optimal policy (IFT paper, arXiv 2405.11870).")
+    p = argparse.ArgumentParser(prog="alignlab testbed frozenlake", description=TESTBEDS["frozenlake"] + ".")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, from {', '.join(SCENARIOS)}")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
@@ -120,10 +133,9 @@ def _sentiment_parser() -> argparse.ArgumentParser:
     d = SentimentConfig()
     p = argparse.ArgumentParser(
         prog="alignlab testbed sentiment",
-        description="TDPO controlled-sentiment testbed (arXiv 2404.11999, Fig. 3): SFT reference, classifier-"
-                    "labelled pairs from its samples, DPO/TDPO1/TDPO2 (+ f-DPO, SimPO) over a beta/alpha sweep, "
-                    "reward vs KL frontier. Offline by default; --policy gpt2-large --reward-model "
-                    "siebert/sentiment-roberta-large-english --dataset imdb runs the paper's set-up.")
+        description=TESTBEDS["sentiment"] + ". SFT reference, classifier-labelled pairs from its samples, "
+                    "DPO/TDPO1/TDPO2 (+ f-DPO, SimPO) over a beta/alpha sweep; --policy gpt2-large --reward-model siebert/sentiment-roberta-large-english "
+                    "--dataset imdb runs the paper's set-up.")
     add = p.add_argument
     # None defaults: an option not given takes --smoke's value (if any) or the sweep default
     add("--out", default=None, help=f"output and cache directory (default {d.out})")
@@ -215,4 +227,4 @@ def sentiment_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["config_from_args", "frozenlake_main", "main", "sentiment_main"]
+__all__ = ["TESTBEDS", "config_from_args", "frozenlake_main", "main", "sentiment_main"]

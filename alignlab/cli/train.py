@@ -24,7 +24,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     from rich.console import Console
 
-    from alignlab.train import describe_keys, load_config, train
+    # the loop (torch, accelerate, transformers) is imported once the config has loaded: a missing recipe or a
+    # mistyped key is reported before seconds of imports
+    from alignlab.train import describe_keys, load_config
 
     console = Console()
     if args.list_keys:
@@ -41,21 +43,23 @@ def main(argv: list[str]) -> int:
         _print_quickstart(console, sft, pref)
         return 0
     cfg = load_config(args.config, args.overrides)
-    if args.resume and cfg.run_dir is None:
+    if args.resume and cfg.run.run_dir is None:
         raise ConfigError("--resume needs the run to continue: add run_dir=DIR (or run_dir in the recipe)")
     callbacks = []
     if args.track_flips:
-        if not cfg.is_pair_method:
-            raise ConfigError(f"--track-flips needs a preference method; method '{cfg.method}' trains on "
+        if not cfg.method.record.paired:
+            raise ConfigError(f"--track-flips needs a preference method; method '{cfg.method.name}' trains on "
                               "single responses")
         from alignlab.diagnostics.callbacks import FlipTracker
 
         callbacks.append(FlipTracker(n_pairs=args.track_flips))
-        if not cfg.needs_reference:
-            console.print(f"--track-flips: {cfg.method} is reference-free; flips count against the initial "
+        if not cfg.method.record.needs_ref:
+            console.print(f"--track-flips: {cfg.method.name} is reference-free; flips count against the initial "
                           "policy")
+    from alignlab.train import train
+
     result = train(cfg, resume=args.resume, callbacks=callbacks, console=console)
-    _print_summary(console, cfg.method, result)
+    _print_summary(console, cfg.method.name, result)
     return 0
 
 
@@ -75,6 +79,8 @@ def _print_summary(console, method: str, result) -> None:
             if k in result.eval_after]
     for key in keys:
         table.add_row(key[5:], _fmt(result.eval_before.get(key)), _fmt(result.eval_after.get(key)))
+    if result.warnings:  # under the table, so a diverged run is never read as a trained one
+        table.caption = "\n".join(f"[bold red]warning:[/] {w}" for w in result.warnings)
     console.print(table)
     console.print(f"run directory: {result.run_dir}", soft_wrap=True)  # a path to copy: never wrapped
 

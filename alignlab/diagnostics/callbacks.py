@@ -50,7 +50,7 @@ class FlipTracker(TrainerCallback):
     when the reference ranks every pair correctly), flips/ranking_accuracy, flips/ref_ranking_accuracy,
     flips/n_pairs, and with beta flips/<group>_mean_loss for non-empty groups.
 
-    Reference-free methods (simpo, orpo: trainer.cfg.needs_reference is false, and score_pairs returns NaN
+    Reference-free methods (simpo, orpo: trainer.cfg.method.record.needs_ref is false, and score_pairs returns NaN
     ref_* columns) have no reference ranking, so the "reference" of the flip groups is the initial policy: the
     subset is scored at on_train_begin, before any step, and those log-probs stand in for ref_* at every
     evaluation. They are saved in the run directory (FLIP_BASELINE, JSON), so a resumed run counts flips against
@@ -87,7 +87,7 @@ class FlipTracker(TrainerCallback):
         self.initial = None
         self.reference = "reference model"
         cfg = getattr(trainer, "cfg", None)
-        if cfg is not None and getattr(cfg, "needs_reference", True) is False:
+        if cfg is not None and not cfg.method.record.needs_ref:
             saved = self._load_baseline(trainer) if getattr(trainer, "resume", False) else None
             if saved is not None:
                 self.initial = saved

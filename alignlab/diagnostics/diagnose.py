@@ -11,6 +11,7 @@ data and plots the four flip groups against the step (Figure 2), with the share 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -25,7 +26,7 @@ import yaml
 from alignlab.assets import load_tokenizer
 from alignlab.assets.models import is_builtin
 from alignlab.cache import write_text_atomically
-from alignlab.data import SAMPLES_DIR, load_preference_data
+from alignlab.data import SAMPLES_DIR, DataSpec, load_preference_data
 from alignlab.diagnostics.flips import GROUPS, flip_groups
 from alignlab.diagnostics.plots import plot_flip_groups, plot_loss_vs_ref_logratio
 from alignlab.diagnostics.ranking import alignment_gap, flip_threshold, ranking_accuracy, ranking_correct
@@ -207,10 +208,27 @@ def _score(
     )
 
 
+def _output_dir(out: str | Path | None, default: Path) -> Path:
+    """Where diagnose writes: ``out`` when given (a directory the caller named: its diagnose.json and plots are
+    replaced), else ``default``, refused when it holds an earlier diagnose.json so that a default never
+    overwrites silently. Checked before any scoring."""
+    if out is not None:
+        return Path(out)
+    if (default / "diagnose.json").exists():
+        raise ConfigError(f"{default / 'diagnose.json'} exists (an earlier diagnose): pass --out DIR to write "
+                          "elsewhere, or --out with this directory to replace it")
+    return default
+
+
 def _write_json(out: Path, payload: Mapping[str, Any]) -> Path:
     path = out / "diagnose.json"
     write_text_atomically(path, json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n")
     return path
+
+
+def _cache_settings(tokenizer: str, spec: DataSpec) -> dict[str, Any]:
+    """What the score cache keys on besides the model and the examples: the tokenizer and the data settings."""
+    return {"tokenizer": tokenizer, **{k: v for k, v in dataclasses.asdict(spec).items() if k != "data_files"}}
 
 
 def diagnose_model(
@@ -218,57 +236,35 @@ def diagnose_model(
     data: str,
     *,
     ref: str | None = None,
-    split: str = "train",
     tokenizer: str | None = None,
-    format: str = "auto",
-    columns: dict[str, str] | None = None,
-    max_length: int = 512,
-    max_prompt_length: int = 256,
-    prompt_truncation: str = "keep_end",
-    response_truncation: str = "truncate",
+    spec: DataSpec | None = None,
     beta: float = 0.1,
-    out: str | Path = "diagnose",
+    out: str | Path | None = None,
     max_pairs: int = 256,
     seed: int = 0,
     options: ScoringOptions | None = None,
 ) -> DiagnoseResult:
     """Model mode: score a seeded subset of at most ``max_pairs`` pairs of ``data`` (0: all) under ``model``
     (and ``ref``), write ``out``/diagnose.json and, with ``ref``, the Figure 3 scatter (DPO loss vs reference
-    log-ratio). The report holds ``summarize``'s keys plus the inputs, the plots and the score cache paths.
+    log-ratio). ``spec`` says how ``data`` is read and tokenized (default: training's defaults). ``out`` defaults
+    to ./diagnose, which must not hold an earlier diagnose.json (a named ``out`` is replaced). The report holds
+    ``summarize``'s keys plus the inputs, the plots and the score cache paths.
     """
+    out = _output_dir(out, Path("diagnose"))
     options = options or ScoringOptions()
+    spec = spec or DataSpec()
     tokenizer_name = tokenizer or model
     tok = load_tokenizer(tokenizer_name)
     if ref is not None:
         _check_same_tokenizer(model, ref, tok)
-    settings = {
-        "tokenizer": tokenizer_name,
-        "split": split,
-        "format": format,
-        "columns": columns,
-        "max_length": max_length,
-        "max_prompt_length": max_prompt_length,
-        "prompt_truncation": prompt_truncation,
-        "response_truncation": response_truncation,
-    }
-    examples, data_report = load_preference_data(
-        data,
-        tok,
-        split=split,
-        columns=columns,
-        format=format,
-        max_length=max_length,
-        max_prompt_length=max_prompt_length,
-        prompt_truncation=prompt_truncation,
-        response_truncation=response_truncation,
-    )
+    settings = _cache_settings(tokenizer_name, spec)
+    examples, data_report = load_preference_data(data, tok, spec)
     subset = _subset(examples, max_pairs, seed)
     policy, policy_cache = _score(model, subset, options, settings, dataset=data)
     ref_scores, ref_cache = (
         (None, None) if ref is None else _score(ref, subset, options, settings, dataset=data)
     )
     summary = summarize(policy, ref_scores, beta=beta)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plots = []
     if ref_scores is not None:
@@ -297,7 +293,7 @@ def diagnose_model(
         "model": model,
         "ref": ref,
         "data": data,
-        "split": split,
+        "split": spec.split,
         "n_examples": len(examples),
         "subset_seed": seed,
         "max_pairs": max_pairs,
@@ -357,19 +353,22 @@ def diagnose_run(
     run: str | Path,
     *,
     beta: float | None = None,
-    out: str | Path = "diagnose",
+    out: str | Path | None = None,
     max_pairs: int = 256,
     seed: int = 0,
     options: ScoringOptions | None = None,
 ) -> DiagnoseResult:
     """Run mode: score the reference and every checkpoint of the training run in ``run`` on a seeded subset of
     its data, write ``out``/diagnose.json (one row per checkpoint under "checkpoints") and the Figure 2 plot of
-    the four flip groups against the step. ``beta`` defaults to the run's (DPO's 0.1 for reference-free methods).
+    the four flip groups against the step. ``out`` defaults to ``run``/diagnose, which must not hold an earlier
+    diagnose.json (a named ``out`` is replaced). ``beta`` defaults to the run's (DPO's 0.1 for reference-free
+    methods).
     """
     options = options or ScoringOptions()
     run = Path(run)
     if not run.is_dir():
         raise AlignlabError(f"run directory '{run}' does not exist")
+    out = _output_dir(out, run / "diagnose")
     config_path = run / "config.yaml"
     if not config_path.is_file():
         raise AlignlabError(
@@ -383,44 +382,24 @@ def diagnose_run(
         raise AlignlabError(f"{config_path}: not a mapping of config keys")
     config = load_config(base=run_config_values(saved))
     # reference-free methods have no beta of their own: the flip threshold uses DPO's 0.1
-    beta = beta if beta is not None else getattr(config.params, "beta", 0.1)
+    beta = beta if beta is not None else getattr(config.method.params, "beta", 0.1)
     checkpoints = _run_checkpoints(run)
-    ref_name = config.ref_model or config.model
-    ref_seed = config.seed if is_builtin(ref_name) else 0
-    tokenizer = load_tokenizer(config.tokenizer or config.model)
-    if config.eval_data is not None:
-        source, split = config.eval_data, config.eval_split
-    elif config.train_data is not None:
-        source, split = config.train_data, config.train_split
+    ref_name = config.model.ref_model or config.model.name
+    ref_seed = config.run.seed if is_builtin(ref_name) else 0
+    tokenizer = load_tokenizer(config.model.tokenizer or config.model.name)
+    data = config.data
+    if data.eval_data is not None:
+        source, spec = data.eval_data, data.spec(data.eval_split)
     else:
-        source, split = str(SAMPLES_DIR / "pairs.jsonl"), config.train_split
-    settings = {
-        "tokenizer": config.tokenizer or config.model,
-        "split": split,
-        "format": config.data_format,
-        "columns": config.columns,
-        "max_length": config.max_length,
-        "max_prompt_length": config.max_prompt_length,
-        "prompt_truncation": config.prompt_truncation,
-        "response_truncation": config.response_truncation,
-    }
-    examples, _ = load_preference_data(
-        source,
-        tokenizer,
-        split=split,
-        columns=config.columns or None,
-        format=config.data_format,
-        max_length=config.max_length,
-        max_prompt_length=config.max_prompt_length,
-        prompt_truncation=config.prompt_truncation,
-        response_truncation=config.response_truncation,
-    )
+        source, spec = data.train_data or str(SAMPLES_DIR / "pairs.jsonl"), data.spec(data.train_split)
+    settings = _cache_settings(config.model.tokenizer or config.model.name, spec)
+    examples, _ = load_preference_data(source, tokenizer, spec)
     subset = _subset(examples, max_pairs, seed)
     ref, _ = _score(ref_name, subset, options, settings, seed=ref_seed, dataset=source)
     # Step 0 is the reference itself when training started from it (the policy is initialised as the reference).
     rows: list[dict[str, Any]] = []
     points: list[tuple[int, str, PairScores]] = []
-    if config.ref_model is None or config.ref_model == config.model:
+    if config.model.ref_model is None or config.model.ref_model == config.model.name:
         points.append((0, "reference", ref))
     for step, label, directory in checkpoints:
         scores, _ = _score(str(directory), subset, options, settings, dataset=source)
@@ -437,7 +416,6 @@ def diagnose_run(
                 **groups.to_dict(),
             }
         )
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps = [row["step"] for row in rows]
     plot = plot_flip_groups(
@@ -446,15 +424,15 @@ def diagnose_run(
         {g: [row["fractions"][g] for row in rows] for g in GROUPS},
         [row["flipped_fraction"] for row in rows],
         mean_loss={g: [row["mean_loss"][g] for row in rows] for g in GROUPS},
-        title=f"Flip groups over training: {run.name} ({config.method}, {len(subset)} pairs, β={beta:g})",
+        title=f"Flip groups over training: {run.name} ({config.method.name}, {len(subset)} pairs, β={beta:g})",
     )
     payload = {
         "mode": "run",
         "run": str(run),
-        "method": config.method,
+        "method": config.method.name,
         "reference": ref_name,
         "data": source,
-        "split": split,
+        "split": spec.split,
         "n_pairs": len(subset),
         "subset_seed": seed,
         "beta": beta,

@@ -31,6 +31,7 @@ from alignlab.assets import load_tokenizer, resolve_device
 from alignlab.data import (
     PREFERENCE_FORMATS,
     DataReport,
+    DataSpec,
     load_preference_data,
     load_sft_data,
     normalize_records,
@@ -38,7 +39,7 @@ from alignlab.data import (
     read_records,
 )
 from alignlab.diagnostics.scoring import load_scoring_model
-from alignlab.errors import AlignlabError, ConfigError, DataError
+from alignlab.errors import AlignlabError, ConfigError
 from alignlab.models import Trunk, is_paired, score_batches
 
 DTYPES = ("float32", "bfloat16")
@@ -119,15 +120,7 @@ def score_data(
     *,
     ref: str | None = None,
     tokenizer: str | None = None,
-    split: str = "train",
-    format: str = "auto",
-    columns: dict[str, str] | None = None,
-    max_length: int = 512,
-    max_prompt_length: int = 256,
-    prompt_truncation: str = "keep_end",
-    response_truncation: str = "truncate",
-    sft_turns: str = "all",
-    limit: int | None = None,
+    spec: DataSpec | None = None,
     dtype: str = "float32",
     mixed_precision: str = "no",
     device: str | None = None,
@@ -138,7 +131,7 @@ def score_data(
     """`alignlab score`: load the model (and reference), tokenize `data` as training does and score every example.
 
     model / ref: built-in name, Hugging Face directory or id, or LoRA adapter directory; tokenizer defaults to the
-    model's; the data options are training's (same names, same defaults); dtype float32 or bfloat16 weights;
+    model's; ``spec`` reads and tokenizes ``data`` as training does (default: training's defaults); dtype float32 or bfloat16 weights;
     mixed_precision "bf16" scores under bf16 autocast as a `mixed_precision: bf16` run trains; device defaults to
     cuda when available. Returns (records, data report): examples dropped by the data rules are counted there.
     """
@@ -151,18 +144,13 @@ def score_data(
     # one --tokenizer serves both models; otherwise each brings its own and they must agree
     if ref is not None and tokenizer is None and load_tokenizer(ref).get_vocab() != tok.get_vocab():
         raise ConfigError(f"reference {ref}: its tokenizer differs from the model's; the KL needs one vocabulary")
-    kwargs = {"split": split, "format": format, "columns": columns, "max_length": max_length,
-              "max_prompt_length": max_prompt_length, "prompt_truncation": prompt_truncation,
-              "response_truncation": response_truncation, "limit": limit}
-    if data_is_paired(data, split=split, format=format):
-        if sft_turns != "all":
+    spec = spec or DataSpec()
+    if data_is_paired(data, split=spec.split, format=spec.format):
+        if spec.sft_turns != "all":
             raise ConfigError(f"sft_turns applies to single-response (messages) data; {data} holds pairs")
-        examples, report = load_preference_data(data, tok, **kwargs)
+        examples, report = load_preference_data(data, tok, spec)
     else:
-        examples, report = load_sft_data(data, tok, sft_turns=sft_turns, **kwargs)
-    if not examples:
-        raise DataError(f"{data}: no record left to score: {report.n_records} read, {report.n_dropped_empty} dropped "
-                        f"for an empty response, {report.n_dropped_truncation} as too long (max_length={max_length})")
+        examples, report = load_sft_data(data, tok, spec)
     target = resolve_device(device)
     bf16 = dtype == "bfloat16"
     policy = load_scoring_model(model, bf16=bf16).to(target)

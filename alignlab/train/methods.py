@@ -41,10 +41,10 @@ def sequence_stats(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, 
                    token_logps: bool = False, log_sum_sq: bool = False,
                    inputs_embeds: Tensor | None = None) -> TokenStats:
     """Per-sequence statistics of a batch under the policy (and the reference when given), via alignlab.models."""
-    if inputs_embeds is None and cfg.resolved_freeze_input_embeddings:
+    if inputs_embeds is None and cfg.method.resolved_freeze_input_embeddings:
         inputs_embeds = _embeds(trunk, batch["input_ids"])
     return models.sequence_stats(trunk, batch["input_ids"], batch["attention_mask"], batch["labels"], ref=ref,
-                                 inputs_embeds=inputs_embeds, chunked=cfg.chunked_ops, chunk_size=cfg.chunk_size,
+                                 inputs_embeds=inputs_embeds, chunked=cfg.model.chunked_ops, chunk_size=cfg.model.chunk_size,
                                  kl=kl, reverse_kl=reverse_kl, entropy=entropy, token_logps=token_logps,
                                  log_sum_sq=log_sum_sq)
 
@@ -66,7 +66,7 @@ def pair_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref: Tru
     `eval_kl` also computes the forward and reverse sequence KL to the reference (for evaluation; methods that
     need the per-token KL always have it).
     """
-    method, params = cfg.method_record, cfg.params
+    method, params = cfg.method.record, cfg.method.params
     extra = method.extra_stats(params)
     want_kl = method.needs_token_kl or (eval_kl and ref is not None)
     stats = sequence_stats(cfg, trunk, batch, ref=ref if ref_logps is None else None, kl=want_kl,
@@ -110,7 +110,7 @@ def unpaired_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref:
     batch under the policy and the reference; with a KL batch (kl_* keys: each prompt with another example's
     completion) the reference point z0 from both models without gradient, averaged over processes before the
     clamp (`all_reduce_mean`), as TRL does; then method.loss. Per-side metrics are NaN on the other side's rows."""
-    method, params = cfg.method_record, cfg.params
+    method, params = cfg.method.record, cfg.method.params
     stats = sequence_stats(cfg, trunk, batch, ref=ref)
     kl = None
     if "kl_input_ids" in batch:
@@ -165,7 +165,7 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
     by the caller and divided by rows, or by tokens where the method is token-normalised). `lam` is the
     temporal-residual mix of methods that mix their inputs (IFT)."""
     labels = batch["labels"]
-    method = cfg.method_record
+    method = cfg.method.record
     metrics: dict[str, Tensor] = {}
     if method.mixes_inputs:
         ids = batch["input_ids"]
@@ -174,7 +174,7 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
         e_in = e_true
         if lam > 0:
             # one-step-ahead greedy guesses from the gold prefix, never full logits
-            guesses = models.greedy_next_tokens(trunk, batch["attention_mask"], e_true, chunk_size=cfg.chunk_size)
+            guesses = models.greedy_next_tokens(trunk, batch["attention_mask"], e_true, chunk_size=cfg.model.chunk_size)
             guess = torch.cat([ids[:, :1], guesses[:, :-1]], dim=1)  # guess[:, t] predicts the token at t
             response = labels != -100
             mixed = torch.where(response, guess, ids)
@@ -185,9 +185,9 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
     else:
         e_in = None  # the ids (or, with freeze_input_embeddings, the frozen view sequence_stats makes of them)
     stats = sequence_stats(cfg, trunk, batch, inputs_embeds=e_in,
-                           token_logps="token_logps" in method.extra_stats(cfg.params))
+                           token_logps="token_logps" in method.extra_stats(cfg.method.params))
     mask = labels[:, 1:] != -100
-    out = method.loss(SequenceStats(stats.logps, stats.lengths, stats.token_logps, mask), cfg.params)
+    out = method.loss(SequenceStats(stats.logps, stats.lengths, stats.token_logps, mask), cfg.method.params)
     losses = out.losses
     metrics.update(out.metrics)
     metrics["nll/seq_mean"] = (-stats.logps / stats.lengths.clamp(min=1)).detach()

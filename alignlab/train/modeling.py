@@ -30,45 +30,45 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 def load_policy(cfg, dtype: torch.dtype) -> nn.Module:
-    """The trainable policy (with LoRA adapters when cfg.lora)."""
-    model = load_model(cfg.model, **({"seed": cfg.seed} if cfg.model.startswith("alignlab/") else {}), dtype=dtype)
-    if cfg.resolved_disable_dropout:
+    """The trainable policy (with LoRA adapters when cfg.model.lora)."""
+    model = load_model(cfg.model.name, **({"seed": cfg.run.seed} if cfg.model.name.startswith("alignlab/") else {}), dtype=dtype)
+    if cfg.method.resolved_disable_dropout:
         disable_dropout(model)
     embeddings = model.get_input_embeddings().weight
-    if cfg.resolved_freeze_input_embeddings and embeddings is not model.get_output_embeddings().weight:
+    if cfg.method.resolved_freeze_input_embeddings and embeddings is not model.get_output_embeddings().weight:
         # fed from a frozen copy, the table gets no gradient: mark it so (DDP and the optimizer skip it)
         embeddings.requires_grad_(False)
-    if cfg.gradient_checkpointing:
+    if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    if cfg.lora:
+    if cfg.model.lora:
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError:
             raise ConfigError("lora: true needs peft: pip install 'alignlab[peft]'") from None
-        targets = cfg.lora_target_modules
+        targets = cfg.model.lora_target_modules
         target_modules = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
-        lora_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        lora_config = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, lora_dropout=cfg.model.lora_dropout,
                                  target_modules=target_modules, task_type="CAUSAL_LM")
         model = get_peft_model(model, lora_config)
-        if cfg.gradient_checkpointing:
+        if cfg.model.gradient_checkpointing:
             model.enable_input_require_grads()
     # before accelerate wraps forward in autocast: the head is checked against the model's own fp32 logits
     check_output_head(model)
-    if cfg.resolved_freeze_input_embeddings:
+    if cfg.method.resolved_freeze_input_embeddings:
         check_input_embeddings(model)  # IFT feeds embeddings: they must give what the ids give
     return model
 
 
 def load_reference(cfg, dtype: torch.dtype, policy: nn.Module) -> nn.Module | None:
     """A frozen copy in eval mode, or None when the method needs none or LoRA provides it (adapters off)."""
-    if not cfg.needs_reference or cfg.lora:
+    if not cfg.method.record.needs_ref or cfg.model.lora:
         return None
-    if cfg.ref_model is None:
+    if cfg.model.ref_model is None:
         ref = copy.deepcopy(base_model(policy))
     else:
-        kwargs = {"seed": cfg.seed} if cfg.ref_model.startswith("alignlab/") else {}
-        ref = load_model(cfg.ref_model, dtype=dtype, **kwargs)
+        kwargs = {"seed": cfg.run.seed} if cfg.model.ref_model.startswith("alignlab/") else {}
+        ref = load_model(cfg.model.ref_model, dtype=dtype, **kwargs)
     if getattr(ref, "supports_gradient_checkpointing", False):
         getattr(ref, "activation_checkpointing_disable", ref.gradient_checkpointing_disable)()  # a deep copy of a checkpointed policy: no backward, no recompute
     disable_dropout(ref)

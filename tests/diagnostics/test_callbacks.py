@@ -10,6 +10,7 @@ import torch
 from alignlab.diagnostics.callbacks import FLIP_BASELINE, FLIP_KEYS, FlipTracker
 from alignlab.diagnostics.scoring import compute_pair_scores
 from alignlab.errors import ConfigError
+from alignlab.train import load_config
 from tests.diagnostics._scoring_helpers import perturbed, sample_examples, tiny_model
 
 
@@ -147,8 +148,8 @@ class ReferenceFreeTrainer(FakeTrainer):
 
     def __init__(self, policy, examples, *, announce: bool = True):
         super().__init__(policy, None, examples)
-        if announce:  # the real Trainer exposes its config; needs_reference is false for simpo/orpo
-            self.cfg = type("Cfg", (), {"needs_reference": False})()
+        if announce:  # the real Trainer exposes its config; simpo/orpo need no reference
+            self.cfg = load_config(overrides=["method=simpo"])
 
     def score_pairs(self, examples):
         self.calls.append([e["index"] for e in examples])
@@ -193,7 +194,7 @@ def test_reference_free_flips_count_against_the_initial_policy(models, examples,
 def test_reference_based_metrics_are_unchanged(models, examples):
     ref, policy = models
     trainer = FakeTrainer(policy, ref, examples)
-    trainer.cfg = type("Cfg", (), {"needs_reference": True})()
+    trainer.cfg = load_config(overrides=["method=dpo"])
     tracker = FlipTracker(n_pairs=8)
     tracker.on_train_begin(trainer)
     assert trainer.calls == []  # no extra scoring pass for a method with a reference

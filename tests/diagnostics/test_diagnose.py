@@ -143,8 +143,9 @@ def _write_run(run, ref, config):
 
 def test_run_mode_plots_flip_groups(tmp_path, capsys):
     run = tmp_path / "run"
-    config = TrainConfig(
-        method="dpo", model="alignlab/tiny-llama", run_dir=str(run), max_length=128, max_prompt_length=64
+    config = TrainConfig.from_values(
+        {"method": "dpo", "model": "alignlab/tiny-llama", "run_dir": str(run), "max_length": 128,
+         "max_prompt_length": 64}
     )
     _write_run(run, tiny_model(), config)
     code, out, err = _run(["--run", run, "--out", tmp_path / "out", "--max-pairs", 16, "--no-cache"], capsys)
@@ -163,7 +164,7 @@ def test_run_mode_plots_flip_groups(tmp_path, capsys):
 
 def test_run_mode_final_dir_and_errors(tmp_path, capsys):
     run = tmp_path / "run"
-    config = TrainConfig(method="simpo", model="alignlab/tiny-llama", run_dir=str(run))
+    config = TrainConfig.from_values({"method": "simpo", "model": "alignlab/tiny-llama", "run_dir": str(run)})
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
     code, _, err = _run(["--run", run, "--out", tmp_path / "out"], capsys)

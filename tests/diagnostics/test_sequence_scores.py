@@ -131,7 +131,7 @@ def test_data_options_are_trainings(tmp_path, capsys):
     rows = [json.loads(line) for line in Path(PAIRS).read_text(encoding="utf-8").splitlines()[:6]]
     data.write_text("".join(json.dumps({"question": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]})
                             + "\n" for r in rows))
-    base = ["--model", "alignlab/tiny-llama", "--data", str(data), "--columns", '{"prompt": "question"}']
+    base = ["--model", "alignlab/tiny-llama", "--data", str(data), "--columns", "prompt=question"]
     full = _scores_file(tmp_path, *base)
     capsys.readouterr()
     short = _scores_file(tmp_path, *base, "--max-length", "50", "--max-prompt-length", "12",
@@ -166,4 +166,4 @@ def test_every_record_dropped_is_one_line_saying_why(tmp_path, capsys):
     code = main(["score", "--model", "alignlab/tiny-llama", "--data", PAIRS, "--limit", "3", "--max-length", "8",
                  "--max-prompt-length", "4", "--response-truncation", "drop_example", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "pairs.jsonl" in err[0] and "3 as too long" in err[0], err
+    assert code == 2 and len(err) == 1 and "pairs.jsonl" in err[0] and "no example left" in err[0] and "3 dropped as too long" in err[0], err

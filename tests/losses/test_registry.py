@@ -84,7 +84,7 @@ def test_keys_apply_where_the_records_say():
 def test_dpo_loss_types_reach_the_loss(loss_type):
     s = _pair_stats()
     cfg = load_config(overrides=["method=dpo", f"loss_type={loss_type}".replace("'", "")])
-    got = cfg.method_record.loss(s, cfg.params).losses
+    got = cfg.method.record.loss(s, cfg.method.params).losses
     want = dpo_loss(s.chosen_logps, s.rejected_logps, s.ref_chosen_logps, s.ref_rejected_logps, beta=0.1,
                     loss_type=loss_type, chosen_lengths=s.chosen_lengths, rejected_lengths=s.rejected_lengths)[0]
     if "sft" in loss_type:  # the NLL is spread over the rows by the step's token count: only the mean is TRL's

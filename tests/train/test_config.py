@@ -3,14 +3,24 @@ from pathlib import Path
 import pytest
 
 from alignlab.errors import ConfigError
-from alignlab.train.config import METHODS, TrainConfig, describe_keys, load_config, run_config_values
+from alignlab.losses.registry import METHODS
+from alignlab.train.config import (
+    KEYS,
+    METHOD_KEYS,
+    SECTIONS,
+    DataConfig,
+    TrainConfig,
+    describe_keys,
+    load_config,
+    run_config_values,
+)
 
 
 def test_defaults_validate_and_papers_defaults():
     cfg = load_config(base={"method": "tdpo2"})
-    assert cfg.params.beta == 0.1 and cfg.params.tdpo_alpha == 0.5
-    assert load_config(base={"method": "simpo"}).params.beta == 2.0
-    assert load_config(base={"method": "ift"}).resolved_freeze_input_embeddings
+    assert cfg.method.params.beta == 0.1 and cfg.method.params.tdpo_alpha == 0.5
+    assert load_config(base={"method": "simpo"}).method.params.beta == 2.0
+    assert load_config(base={"method": "ift"}).method.resolved_freeze_input_embeddings
 
 
 def test_unknown_key_suggests(tmp_path):
@@ -42,13 +52,15 @@ def test_unsupported_combinations_name_the_key(overrides, match):
 
 
 def test_yaml_scientific_notation_without_dot():
-    assert load_config(overrides=["method=dpo", "learning_rate=1e-4"]).learning_rate == 1e-4
+    assert load_config(overrides=["method=dpo", "learning_rate=1e-4"]).optim.learning_rate == 1e-4
 
 
-def test_every_key_documented():
+def test_every_key_documented_under_its_section():
     text = describe_keys()
-    for name in TrainConfig.__dataclass_fields__:
-        assert f"\n{name} " in "\n" + text
+    for key, (section, _) in KEYS.items():
+        assert f"\n{key} " in "\n" + text
+        block = text.split(f"[{section}]")[1].split("\n[")[0]
+        assert f"\n{key} " in block, (key, section)
 
 
 @pytest.mark.parametrize("overrides,match", [
@@ -70,7 +82,7 @@ def test_keys_without_effect_or_out_of_range_are_rejected(overrides, match):
                          ids=lambda p: p.name)
 def test_every_recipe_loads(recipe):
     cfg = load_config(recipe)
-    assert cfg.params == cfg.method_record.make_params(cfg.method_values())
+    assert cfg.method.params == cfg.method.record.make_params(cfg.method.values())
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -85,4 +97,78 @@ def test_a_config_saved_before_the_registry_loads():
     """Older runs recorded every method's defaults (fdpo_alpha with forward KL, simpo_gamma for dpo, ...)."""
     old = {"method": "fdpo", "fdpo_divergence": "forward_kl", "fdpo_alpha": 0.5, "simpo_gamma": 0.5,
            "label_smoothing": 0.0, "ift_lambda_min": 0.0, "beta": None}
-    assert load_config(base=run_config_values(old)).params.fdpo_divergence == "forward_kl"
+    assert load_config(base=run_config_values(old)).method.params.fdpo_divergence == "forward_kl"
+
+
+def test_method_keys_are_the_registrys_hyper_parameters():
+    assert set(METHOD_KEYS) == {k for m in METHODS.values() for k in m.param_keys()}
+
+
+def test_flat_keys_map_to_their_sections():
+    cfg = load_config(overrides=["method=dpo", "model=alignlab/tiny-llama", "learning_rate=1e-4", "max_length=128",
+                                 "max_prompt_length=64", "seed=3", "lora=true", "beta=0.2"])
+    assert (cfg.method.name, cfg.model.name, cfg.optim.learning_rate) == ("dpo", "alignlab/tiny-llama", 1e-4)
+    assert (cfg.data.max_length, cfg.run.seed, cfg.model.lora, cfg.method.params.beta) == (128, 3, True, 0.2)
+    flat = cfg.to_dict()
+    assert set(flat) == set(KEYS) and flat["method"] == "dpo" and flat["learning_rate"] == 1e-4
+    assert load_config(base=flat).to_dict() == flat  # config.yaml round-trips
+    assert {s for s, _ in KEYS.values()} == set(SECTIONS) == {"method", "data", "optim", "model", "run"}
+
+
+def test_a_recipe_may_group_keys_by_section(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: {name: dpo, beta: 0.3}\nmodel: {name: alignlab/tiny-llama}\n"
+                      "optim: {learning_rate: 1.0e-5}\ndata: {max_length: 64, max_prompt_length: 32}\nseed: 2\n")
+    cfg = load_config(recipe, ["optim.micro_batch_size=4", "data.max_length=96"])
+    assert (cfg.method.name, cfg.method.params.beta, cfg.optim.learning_rate) == ("dpo", 0.3, 1e-5)
+    assert (cfg.data.max_length, cfg.optim.micro_batch_size, cfg.run.seed) == (96, 4, 2)
+    recipe.write_text("optim: {max_length: 64}\n")
+    with pytest.raises(ConfigError, match="'max_length' belongs to section 'data', not 'optim'"):
+        load_config(recipe)
+    with pytest.raises(ConfigError, match="'optimiser' is not a config section"):
+        load_config(overrides=["optimiser.learning_rate=1"])
+
+
+@pytest.mark.parametrize("override", ["beta=nan", "beta=.inf", "learning_rate=nan", "learning_rate=-.inf",
+                                      "eval_fraction=.nan", "adam_betas=[0.9, .nan]", "max_grad_norm=.inf"])
+def test_non_finite_numbers_are_rejected(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=f"'{key}' must (be a finite number|hold finite numbers)"):
+        load_config(overrides=["method=dpo", override])
+
+
+def test_a_section_validates_itself():
+    with pytest.raises(ConfigError, match="'max_prompt_length' must be smaller than 'max_length'"):
+        DataConfig(max_length=64, max_prompt_length=64).validate()
+    with pytest.raises(ConfigError, match="'data_format' must be one of"):
+        DataConfig(data_format="csv").validate()
+    assert DataConfig(data_format="unpaired").spec("test").split == "test"  # every format the loaders read
+    with pytest.raises(ConfigError, match="'method' must be one of"):
+        TrainConfig.from_values({"method": "dpoo"}).validate()
+
+
+@pytest.mark.parametrize("key,hint", [("data", "train_data"), ("lr", "learning_rate"),
+                                      ("batch_size", "micro_batch_size"), ("output_dir", "run_dir")])
+def test_common_wrong_keys_get_the_right_hint(key, hint):
+    with pytest.raises(ConfigError, match=f"'{key}' is not a config key \\(did you mean '{hint}'\\?\\)"):
+        load_config(overrides=[f"{key}=1"])
+
+
+def test_the_data_section_is_the_loaders_one_settings_object(tmp_path):
+    cfg = load_config(overrides=["method=sft", "max_length=64", "max_prompt_length=16", "sft_turns=last",
+                                 "prompt_truncation=keep_start", "limit=5", "columns={prompt: question}"])
+    spec = cfg.data.spec("validation")
+    assert (spec.split, spec.max_length, spec.max_prompt_length, spec.sft_turns, spec.limit) == (
+        "validation", 64, 16, "last", 5)
+    assert spec.prompt_truncation == "keep_start" and dict(spec.columns) == {"prompt": "question"}
+
+
+def test_loading_a_config_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom alignlab.train.config import load_config\n"
+            "try:\n    load_config(overrides=['lr=1'])\nexcept Exception:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

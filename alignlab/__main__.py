@@ -1,0 +1,7 @@
+"""`python -m alignlab ...`: the `alignlab` command (alignlab.cli.main)."""
+
+import sys
+
+from alignlab.cli import main
+
+sys.exit(main())
