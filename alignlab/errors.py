@@ -11,3 +11,15 @@ class DataError(AlignlabError):
 
 class ConfigError(AlignlabError):
     """Bad recipe or command-line option (unknown key, unsupported combination)."""
+
+
+class RunInterrupted(Exception):
+    """SIGTERM or SIGINT stopped training after a step and its checkpoint; the CLI prints the message (which says
+    how to resume) and exits with `exit_code`, 128 + the signal number (143 for SIGTERM, 130 for SIGINT)."""
+
+    def __init__(self, signum: int, step: int, checkpoint: object):
+        import signal
+
+        self.exit_code = 128 + int(signum)
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; saved {checkpoint}: "
+                         "continue with the same command and --resume")

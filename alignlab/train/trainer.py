@@ -14,7 +14,11 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
+import signal
+import threading
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 
 from alignlab.assets import cache_dir, load_tokenizer
-from alignlab.cache import build_dir_atomically, data_fingerprint, write_text_atomically
+from alignlab.cache import data_fingerprint, write_text_atomically
 from alignlab.data import (
     SAMPLES_DIR,
     collate_preference,
@@ -39,7 +43,7 @@ from alignlab.data import (
     padding_id,
 )
 from alignlab.data.collate import collate_unpaired
-from alignlab.errors import ConfigError
+from alignlab.errors import AlignlabError, ConfigError, RunInterrupted
 from alignlab.models import Trunk, score_batches
 from alignlab.train import checkpoint as ckpt
 from alignlab.train.callbacks import TrainerCallback
@@ -55,10 +59,18 @@ from alignlab.train.methods import (
 from alignlab.train.metrics import MetricsWriter
 from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
 from alignlab.train.ref_cache import REF_CACHE_VERSION, cached_reference_logps, reference_fingerprint
+from alignlab.train.run_lock import RunLock
 
 # Keys that may change between a run and its resumption; any other difference is an error.
 _RESUMABLE_CHANGES = {"max_steps", "epochs", "save_steps", "save_total_limit", "logging_steps", "eval_steps",
                       "progress", "tensorboard", "run_dir"}
+
+
+# What a run that never reached a checkpoint leaves, removed when it starts again.
+_RUN_FILES = ("metrics.jsonl", "tensorboard", "config.yaml", "data_report.txt", "flip_baseline.json")
+# A step whose weight norm moves by more than this fraction moved the weights at least that far (triangle
+# inequality: ||w_t - w_t-1|| >= | ||w_t|| - ||w_t-1|| |); healthy fine-tuning moves them by ~1e-3 or less.
+DIVERGENCE_RATIO = 0.1
 
 
 @dataclass
@@ -68,6 +80,59 @@ class TrainResult:
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
     last_train: dict[str, float] = field(default_factory=dict)
+    # lines a user must read before trusting the run (divergence), also in metrics.jsonl as `diverged`
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Health:
+    """Per-step bookkeeping of non-finite steps and weight-norm jumps (the divergence warning)."""
+
+    def __init__(self, weight_norm: float):
+        self.initial = self.previous = weight_norm
+        self.nonfinite_run = 0
+        self.warning: str | None = None
+
+    def update(self, finite: bool, weight_norm: float | None) -> dict[str, Any]:
+        """The step's health metrics: skipped_nonfinite, weight_norm, update_ratio, diverged."""
+        if not finite:
+            self.nonfinite_run += 1
+            return {"skipped_nonfinite": 1}
+        self.nonfinite_run = 0
+        ratio = abs(weight_norm - self.previous) / max(self.previous, 1e-12)
+        self.previous = weight_norm
+        diverged = not math.isfinite(weight_norm) or ratio > DIVERGENCE_RATIO
+        if diverged and self.warning is None:
+            self.warning = (f"the weights diverged: one step changed their norm by {ratio:.3g} of itself (norm "
+                            f"{self.initial:.4g} at the start, {weight_norm:.4g} now); the metrics of this run "
+                            "are not those of a trained model: lower learning_rate")
+        return {"weight_norm": weight_norm, "update_ratio": ratio, "diverged": int(diverged)}
+
+
+class _StopSignals:
+    """While installed, SIGTERM and SIGINT only set `signum`: the loop finishes its step, checkpoints and stops. A
+    second signal acts as usual (SIGINT: KeyboardInterrupt; SIGTERM: exit). Outside the main thread (where
+    handlers cannot be set) signals keep their usual effect."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        for sig in self.SIGNALS:  # a second signal is not deferred
+            signal.signal(sig, self._previous[sig])
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -87,11 +152,12 @@ class Trainer:
             # accelerate keeps one global state per interpreter; a second Trainer in the same process (a notebook,
             # a sweep, the quickstart's two stages) may use another precision
             AcceleratorState._reset_state(reset_partial_state=True)
-        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu_group)
+        self.accelerator = Accelerator(mixed_precision=cfg.model.mixed_precision, cpu=cpu_group)
         self.run_dir = cfg.resolved_run_dir()
-        set_seed(cfg.seed)
+        set_seed(cfg.run.seed)
         self._setup_data()
         self._setup_models()
+        self._health = _Health(self._weight_norm())
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _print(self, message: str) -> None:
@@ -100,28 +166,22 @@ class Trainer:
 
     def _setup_data(self) -> None:
         cfg = self.cfg
-        self.tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-        pair, record = cfg.is_pair_method, cfg.method_record
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name)
+        record = cfg.method.record
+        pair = record.paired
         default = SAMPLES_DIR / ("pairs.jsonl" if pair else "unpaired.jsonl" if record.unpaired else "sft.jsonl")
-        kwargs = {"columns": cfg.columns or None, "format": cfg.data_format, "max_length": cfg.max_length,
-                      "max_prompt_length": cfg.max_prompt_length, "prompt_truncation": cfg.prompt_truncation,
-                      "response_truncation": cfg.response_truncation, "limit": cfg.limit}
-        if pair:
-            load = load_preference_data
-        elif record.unpaired:
-            load = load_unpaired_data
-        else:
-            def load(source, tokenizer, **kw):
-                return load_sft_data(source, tokenizer, sft_turns=cfg.sft_turns, **kw)
-        examples, self.data_report = load(str(cfg.train_data or default), self.tokenizer, split=cfg.train_split,
-                                          **kwargs)
-        if cfg.eval_data is not None:
-            eval_examples, _ = load(cfg.eval_data, self.tokenizer, split=cfg.eval_split, **kwargs)
-        elif cfg.eval_fraction > 0:
+        load = load_preference_data if pair else load_unpaired_data if record.unpaired else load_sft_data
+        examples, self.data_report = load(str(cfg.data.train_data or default), self.tokenizer,
+                                          cfg.data.spec(cfg.data.train_split))
+        if self.data_report.changes():
+            self._print(self.data_report.changes())
+        if cfg.data.eval_data is not None:
+            eval_examples, _ = load(cfg.data.eval_data, self.tokenizer, cfg.data.spec(cfg.data.eval_split))
+        elif cfg.data.eval_fraction > 0:
             # held out by prompt, so no prompt has pairs on both sides of the split
             groups = _prompt_groups(examples)
-            order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-            target = max(1, round(len(examples) * cfg.eval_fraction))
+            order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(cfg.run.seed)).tolist()
+            target = max(1, round(len(examples) * cfg.data.eval_fraction))
             held: list[int] = []
             for g in order:
                 if len(held) >= target or len(held) + len(groups[g]) >= len(examples):
@@ -137,43 +197,43 @@ class Trainer:
         # KL batch (each prompt with its neighbour's completion) rarely pairs a prompt with its own other completion
         self._train_groups = [[i] for i in range(len(examples))] if record.unpaired else _prompt_groups(examples)
         world = self.accelerator.num_processes
-        self.global_batch = cfg.micro_batch_size * cfg.gradient_accumulation_steps * world
+        self.global_batch = cfg.optim.micro_batch_size * cfg.optim.gradient_accumulation_steps * world
         self.steps_per_epoch = len(examples) // self.global_batch
         if self.steps_per_epoch == 0:
             raise ConfigError(f"train data has {len(examples)} examples, fewer than one optimizer step's "
                               f"{self.global_batch} (micro_batch_size x gradient_accumulation_steps x processes)")
-        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.total_steps = cfg.optim.max_steps or max(1, math.ceil(cfg.optim.epochs * self.steps_per_epoch))
         self.pad_id = padding_id(self.tokenizer)
         if record.unpaired:  # with its mismatched KL batch when the loss needs a reference point (TRL's KTO)
-            kl = getattr(cfg.params, "needs_kl_batch", lambda: False)()
-            self.collate = functools.partial(collate_unpaired, max_length=cfg.max_length, kl=kl)
+            kl = getattr(cfg.method.params, "needs_kl_batch", lambda: False)()
+            self.collate = functools.partial(collate_unpaired, max_length=cfg.data.max_length, kl=kl)
         else:
             self.collate = collate_preference if pair else collate_sft
 
     def _setup_models(self) -> None:
         cfg, acc = self.cfg, self.accelerator
-        dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+        dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
         policy = load_policy(cfg, dtype)
         self.ref_model = None
         self.ref_table = None
         self._ref_rows: dict[int, torch.Tensor] = {}
-        if cfg.precompute_ref_logps:
+        if cfg.model.precompute_ref_logps:
             self.ref_table = self._precompute_reference(policy, dtype)
         else:
             self.ref_model = load_reference(cfg, dtype, policy)
             if self.ref_model is not None:
                 self.ref_model = acc.prepare_model(self.ref_model, evaluation_mode=True)
         params = [p for p in policy.parameters() if p.requires_grad]
-        if cfg.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas),
-                                          eps=cfg.optimizer_eps, weight_decay=cfg.weight_decay)
+        if cfg.optim.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=cfg.optim.learning_rate, betas=tuple(cfg.optim.adam_betas),
+                                          eps=cfg.optim.optimizer_eps, weight_decay=cfg.optim.weight_decay)
         else:
-            optimizer = torch.optim.RMSprop(params, lr=cfg.learning_rate, alpha=cfg.rmsprop_alpha,
-                                            eps=cfg.optimizer_eps, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.RMSprop(params, lr=cfg.optim.learning_rate, alpha=cfg.optim.rmsprop_alpha,
+                                            eps=cfg.optim.optimizer_eps, weight_decay=cfg.optim.weight_decay)
         from transformers import get_scheduler
 
-        warmup = cfg.warmup_steps or int(cfg.warmup_ratio * self.total_steps)
-        name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_scheduler]
+        warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_ratio * self.total_steps)
+        name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.optim.lr_scheduler]
         # Not prepared: accelerate's wrapper steps the schedule once per process; here it steps once per update.
         self.scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
         self.trunk, self.optimizer = acc.prepare(Trunk(policy), optimizer)
@@ -187,21 +247,21 @@ class Trainer:
 
     def _precompute_reference(self, policy: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
         cfg, acc = self.cfg, self.accelerator
-        ref_name = cfg.ref_model or cfg.model
+        ref_name = cfg.model.ref_model or cfg.model.name
         scored = self.train_examples + self.eval_examples
-        fingerprint = "-".join([f"v{REF_CACHE_VERSION}", reference_fingerprint(ref_name, seed=cfg.seed)[:24],
-                                cfg.dtype, cfg.mixed_precision, data_fingerprint(scored)[:24]])
-        directory = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else cache_dir() / "ref_logps"
+        fingerprint = "-".join([f"v{REF_CACHE_VERSION}", reference_fingerprint(ref_name, seed=cfg.run.seed)[:24],
+                                cfg.model.dtype, cfg.model.mixed_precision, data_fingerprint(scored)[:24]])
+        directory = Path(cfg.model.ref_cache_dir) if cfg.model.ref_cache_dir else cache_dir() / "ref_logps"
         ref = None
 
         def compute(positions: list[int]) -> torch.Tensor:
             nonlocal ref
             if ref is None:
                 ref = acc.prepare_model(load_reference(cfg, dtype, policy), evaluation_mode=True)
-            with autocast(cfg.mixed_precision, acc.device):
+            with autocast(cfg.model.mixed_precision, acc.device):
                 logps = score_batches(Trunk(ref), [scored[i] for i in positions], pad_id=self.pad_id,
-                                      batch_size=cfg.eval_batch_size, chunked=cfg.chunked_ops,
-                                      chunk_size=cfg.chunk_size)["logps"]
+                                      batch_size=cfg.run.eval_batch_size, chunked=cfg.model.chunked_ops,
+                                      chunk_size=cfg.model.chunk_size)["logps"]
             return logps.t().contiguous()  # [len(positions), 2]: (chosen, rejected)
 
         table, cached = cached_reference_logps(directory, fingerprint, scored, compute,
@@ -217,16 +277,22 @@ class Trainer:
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-    def step_positions(self, step: int) -> list[list[int]]:
-        """Example positions of this process's micro-batches at an optimizer step."""
+    def step_block(self, step: int) -> list[int]:
+        """Example positions of an optimizer step over every process (G = micro x accumulation x processes)."""
         epoch, k = divmod(step, self.steps_per_epoch)
         # each epoch shuffles prompts, keeping one prompt's pairs consecutive (the DPO reference's order)
-        perm = torch.randperm(len(self._train_groups), generator=torch.Generator().manual_seed(self.cfg.seed + epoch))
+        generator = torch.Generator().manual_seed(self.cfg.run.seed + epoch)
+        perm = torch.randperm(len(self._train_groups), generator=generator)
         order = [i for g in perm.tolist() for i in self._train_groups[g]]
-        block = order[k * self.global_batch:(k + 1) * self.global_batch]
-        micro, world, rank = self.cfg.micro_batch_size, self.accelerator.num_processes, self.accelerator.process_index
+        return order[k * self.global_batch:(k + 1) * self.global_batch]
+
+    def step_positions(self, step: int) -> list[list[int]]:
+        """Example positions of this process's micro-batches at an optimizer step."""
+        block = self.step_block(step)
+        micro, world, rank = (self.cfg.optim.micro_batch_size, self.accelerator.num_processes,
+                              self.accelerator.process_index)
         return [block[(m * world + rank) * micro:(m * world + rank + 1) * micro]
-                for m in range(self.cfg.gradient_accumulation_steps)]
+                for m in range(self.cfg.optim.gradient_accumulation_steps)]
 
     def _ref_logps(self, examples: Sequence[dict[str, Any]]) -> torch.Tensor | None:
         """Precomputed reference sums [2B] (chosen then rejected) for examples of the train or eval split."""
@@ -247,15 +313,15 @@ class Trainer:
                  *, eval_kl: bool = False, step_totals: tuple[float, float] | None = None,
                  collective: bool = True) -> StepOutput:
         cfg = self.cfg
-        with autocast(cfg.mixed_precision, self.accelerator.device):
-            if cfg.method_record.unpaired:
+        with autocast(cfg.model.mixed_precision, self.accelerator.device):
+            if cfg.method.record.unpaired:
                 ref = reference_trunk(self.policy, self.ref_model)
                 return unpaired_step(cfg, self.trunk, batch, ref,
                                      all_reduce_mean=self._all_reduce_mean if collective else None)
-            if not cfg.is_pair_method:
+            if not cfg.method.record.paired:
                 return sequence_step(cfg, self.trunk, batch, lam=lam)
             ref_logps = self._ref_logps(examples)
-            needs_online_ref = cfg.needs_reference and ref_logps is None
+            needs_online_ref = cfg.method.record.needs_ref and ref_logps is None
             ref = reference_trunk(self.policy, self.ref_model) if needs_online_ref else None
             return pair_step(cfg, self.trunk, batch, ref, ref_logps, eval_kl=eval_kl, step_totals=step_totals)
 
@@ -270,18 +336,18 @@ class Trainer:
         micro_positions = self.step_positions(step)
         batches = [self._to_device(self.collate([self.train_examples[i] for i in pos], self.pad_id))
                    for pos in micro_positions]
-        if cfg.method_record.token_normalised(cfg.params):
+        if cfg.method.record.token_normalised(cfg.method.params):
             local = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
             normaliser = float(acc.reduce(torch.tensor(local, device=acc.device), reduction="sum"))
         else:
             normaliser = float(self.global_batch)
         step_totals = None
-        if cfg.method_record.needs_step_chosen_tokens(cfg.params):  # chosen rows: the first half of each batch
+        if cfg.method.record.needs_step_chosen_tokens(cfg.method.params):  # chosen rows: the first half of each batch
             local = sum(int((b["labels"][: b["labels"].shape[0] // 2, 1:] != -100).sum()) for b in batches)
             step_totals = (float(acc.reduce(torch.tensor(local, device=acc.device), reduction="sum")),
                            float(self.global_batch))
-        lam_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        lam = ift_lambda(cfg.params, step, lam_gen) if cfg.method_record.mixes_inputs else 0.0
+        lam_gen = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + step)
+        lam = ift_lambda(cfg.method.params, step, lam_gen) if cfg.method.record.mixes_inputs else 0.0
         loss_sum = torch.zeros((), device=acc.device)
         rows: dict[str, list[torch.Tensor]] = {}
         tokens = 0
@@ -302,25 +368,40 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         start = time.perf_counter()
         acc_out = self.accumulate_gradients(step)
-        if cfg.max_grad_norm is not None:
-            grad_norm = acc.clip_grad_norm_(self.trunk.parameters(), cfg.max_grad_norm)
+        if cfg.optim.max_grad_norm is not None:
+            grad_norm = acc.clip_grad_norm_(self.trunk.parameters(), cfg.optim.max_grad_norm)
         else:
             grads = [p.grad.detach().norm() for p in self.trunk.parameters() if p.grad is not None]
             grad_norm = torch.stack(grads).norm() if grads else torch.zeros(())
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         total_loss = float(acc.reduce(acc_out["loss_sum"], reduction="sum")) / acc_out["normaliser"]
+        # the gradient norm is over the reduced gradients and the loss is reduced: every process agrees
+        finite = math.isfinite(total_loss) and math.isfinite(float(grad_norm))
+        if finite:
+            self.optimizer.step()
+            self.scheduler.step()
+        else:
+            with warnings.catch_warnings():  # torch warns of a schedule stepped without an optimizer step: wanted
+                warnings.simplefilter("ignore", UserWarning)
+                self.scheduler.step()  # a skipped step still consumes its batch and its place in the schedule
+        self.optimizer.zero_grad(set_to_none=True)
         total_tokens = float(acc.reduce(torch.tensor(float(acc_out["tokens"]), device=acc.device), reduction="sum"))
         metrics = {"loss": total_loss, "lr": lr, "grad_norm": float(grad_norm),
                    "tokens_per_s": total_tokens / max(time.perf_counter() - start, 1e-9)}
+        metrics.update(self._health.update(finite, self._weight_norm() if finite else None))
+        if not finite:
+            metrics["nonfinite_records"] = [self.train_examples[i]["where"] for i in self.step_block(step)[:8]]
         for k, values in acc_out["rows"].items():
             # nan-aware: a metric of some rows only (KTO's desirable / undesirable sides) is NaN on the others
             gathered = acc.gather(torch.cat(values))
-            one_side = k in SIDE_METRICS and cfg.method_record.unpaired
+            one_side = k in SIDE_METRICS and cfg.method.record.unpaired
             metrics[k] = float(gathered.nanmean() if one_side else gathered.mean())
         return metrics
+
+    def _weight_norm(self) -> float:
+        """L2 norm of the trainable parameters (for the divergence check)."""
+        norms = [p.detach().float().norm() for p in self.params]
+        return float(torch.stack(norms).norm()) if norms else 0.0
 
     # ------------------------------------------------------------------------------------------ evaluate
     @torch.no_grad()
@@ -334,17 +415,17 @@ class Trainer:
         was_training = self.trunk.training
         self.trunk.eval()
         local = list(range(acc.process_index, len(self.eval_examples), acc.num_processes))
-        lam = ift_lambda(cfg.params, step, noise=False) if cfg.method_record.mixes_inputs else 0.0
+        lam = ift_lambda(cfg.method.params, step, noise=False) if cfg.method.record.mixes_inputs else 0.0
         rows: dict[str, list[float]] = {}
-        chunks = [local[s:s + cfg.eval_batch_size] for s in range(0, len(local), cfg.eval_batch_size)]
-        if cfg.method_record.unpaired and len(chunks) > 1 and len(chunks[-1]) < 2:
+        chunks = [local[s:s + cfg.run.eval_batch_size] for s in range(0, len(local), cfg.run.eval_batch_size)]
+        if cfg.method.record.unpaired and len(chunks) > 1 and len(chunks[-1]) < 2:
             chunks[-2] += chunks.pop()  # a KL batch needs another example's completion
         for positions in chunks:
             chunk = [self.eval_examples[i] for i in positions]
             batch = self._to_device(self.collate(chunk, self.pad_id))
             # processes may evaluate different numbers of chunks: no collective inside (KTO's z0 is per process)
             out = self._forward(batch, chunk, lam, eval_kl=True, collective=False)
-            if cfg.method_record.token_normalised(cfg.params):  # sum(-S) / sum(n), like training
+            if cfg.method.record.token_normalised(cfg.method.params):  # sum(-S) / sum(n), like training
                 rows.setdefault("_token_nll", []).extend((-out.metrics["logps/sequence"]).cpu().tolist())
                 rows.setdefault("_tokens", []).extend((batch["labels"][:, 1:] != -100).sum(-1).cpu().tolist())
             else:
@@ -357,7 +438,7 @@ class Trainer:
             for k, v in part.items():
                 merged.setdefault(k, []).extend(v)
         # the per-side metrics of unpaired methods are NaN on the other side's rows; everything else keeps its NaN
-        one_side = SIDE_METRICS if cfg.method_record.unpaired else frozenset()
+        one_side = SIDE_METRICS if cfg.method.record.unpaired else frozenset()
         merged = {k: [x for x in v if not (k in one_side and math.isnan(x))] for k, v in merged.items()}
         result = {f"eval/{k}": sum(v) / len(v) for k, v in merged.items() if v and not k.startswith("_")}
         if "_tokens" in merged:
@@ -370,13 +451,13 @@ class Trainer:
     def score_pairs(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Policy and reference per-pair log-prob sums and lengths, float64 [N] (callback contract)."""
         cfg = self.cfg
-        if not cfg.is_pair_method:
+        if not cfg.method.record.paired:
             raise ConfigError("score_pairs needs a preference method")
-        kwargs = {"pad_id": self.pad_id, "batch_size": cfg.eval_batch_size, "chunked": cfg.chunked_ops,
-                  "chunk_size": cfg.chunk_size}
-        with autocast(cfg.mixed_precision, self.accelerator.device):
+        kwargs = {"pad_id": self.pad_id, "batch_size": cfg.run.eval_batch_size, "chunked": cfg.model.chunked_ops,
+                  "chunk_size": cfg.model.chunk_size}
+        with autocast(cfg.model.mixed_precision, self.accelerator.device):
             policy = score_batches(self.trunk, examples, **kwargs)
-            if self.ref_model is not None or (cfg.lora and cfg.needs_reference):
+            if self.ref_model is not None or (cfg.model.lora and cfg.method.record.needs_ref):
                 ref_logps = score_batches(reference_trunk(self.policy, self.ref_model), examples, **kwargs)["logps"]
             elif self.ref_table is not None:
                 ref_logps = torch.stack([self._ref_row(ex) for ex in examples], 1)
@@ -395,7 +476,7 @@ class Trainer:
         def write(tmp: Path) -> None:
             if acc.is_main_process:
                 model = self.policy
-                if cfg.lora and cfg.save_merged:
+                if cfg.model.lora and cfg.model.save_merged:
                     import copy
 
                     model = copy.deepcopy(model).merge_and_unload()
@@ -407,17 +488,22 @@ class Trainer:
             if not final:
                 acc.save_state(str(tmp / "state"), safe_serialization=True)
 
-        build_dir_atomically(target, write, replace=True, is_main=acc.is_main_process,
-                             barrier=acc.wait_for_everyone)
+        # adds manifest.json; a failed write (disk full) leaves the older checkpoints and raises one line
+        ckpt.build_checkpoint(target, write, is_main=acc.is_main_process, barrier=acc.wait_for_everyone)
         if acc.is_main_process and not final:
-            ckpt.prune_checkpoints(self.run_dir, cfg.save_total_limit)
+            ckpt.prune_checkpoints(self.run_dir, cfg.run.save_total_limit)
         acc.wait_for_everyone()
         return target
 
-    def _restore(self, writer: MetricsWriter) -> int:
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        if latest is None:
-            raise ConfigError(f"--resume: no complete checkpoint-<step> in run_dir '{self.run_dir}'")
+    def _resume_point(self) -> tuple[Path, dict[str, Any]] | None:
+        """The checkpoint to resume from and its state, after every check passed; None when the run directory
+        holds no checkpoint yet (the run then starts from step 0). Reads only: nothing is written or loaded."""
+        if not ckpt.list_checkpoints(self.run_dir):
+            return None
+        # the newest checkpoint matching its manifest; a damaged newer one is skipped with a line
+        latest, notes = ckpt.latest_valid_checkpoint(self.run_dir)
+        for note in notes:
+            self._print(note)
         state = ckpt.read_state(latest)
         # the saved config through today's rules (the method's hyper-parameters resolved), so runs written
         # before the method registry compare equal when nothing changed
@@ -429,59 +515,132 @@ class Trainer:
         if state["global_batch"] != self.global_batch:
             raise ConfigError(f"--resume: the global batch is {self.global_batch} but the run used "
                               f"{state['global_batch']} (processes x micro_batch_size x accumulation)")
+        if int(state["step"]) >= self.total_steps:
+            raise ConfigError(f"--resume: {latest.name} is at step {state['step']}, and this run has "
+                              f"{self.total_steps} steps: nothing to train (raise max_steps or epochs to go on)")
         pickled = sorted(p.name for p in (latest / "state").glob("custom_checkpoint_*"))
         if pickled or "scheduler" not in state:  # accelerate would unpickle these with weights_only=False
             raise ConfigError(f"--resume: {latest / 'state'} holds {', '.join(pickled) or 'no JSON scheduler state'}; "
                               "alignlab never loads a pickled scheduler (it could run code): resume from a "
                               "checkpoint this version wrote, or start the run in a new run_dir")
+        return latest, state
+
+    def _restore(self, latest: Path, state: dict[str, Any]) -> int:
         self.accelerator.load_state(str(latest / "state"))  # optimizer, RNG: accelerate loads them weights_only
         self.scheduler.load_state_dict(state["scheduler"])
-        writer.truncate_after(state["step"])
         self._print(f"resumed from {latest} at step {state['step']}")
         return int(state["step"])
 
-    # ------------------------------------------------------------------------------------------------ loop
-    def train(self) -> TrainResult:
+    def _start(self) -> int:
+        """Check the run directory and decide where training starts: 0, or the resumed checkpoint's step.
+
+        A directory holding an earlier run is refused without --resume; one whose run never reached a
+        checkpoint (killed early) restarts from step 0 with one line, with or without --resume. Leftovers of an
+        interrupted write are removed. config.yaml is written only after every check has passed."""
         cfg, acc = self.cfg, self.accelerator
-        # every process checks (not only the main one, which would leave the others waiting at a barrier)
-        previous = [p for p in ("metrics.jsonl", "final") if (self.run_dir / p).exists()]
-        if not self.resume and (ckpt.list_checkpoints(self.run_dir) or previous):
+        finished = (self.run_dir / "final").is_dir()
+        has_checkpoint = bool(ckpt.list_checkpoints(self.run_dir))
+        if not self.resume and (has_checkpoint or finished):
             raise ConfigError(f"run_dir '{self.run_dir}' already holds a run: pass --resume to continue it, "
                               "or choose another run_dir")
+        point = self._resume_point() if self.resume else None
         if acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for leftover in ckpt.remove_stale_temporaries(self.run_dir):
+                self._print(f"removed {leftover.name}, left by an interrupted write")
+            if point is None and not finished and any((self.run_dir / p).exists() for p in _RUN_FILES):
+                self._print(f"run_dir '{self.run_dir}' holds a run stopped before its first checkpoint: "
+                            "starting it again from step 0")
+                for name in _RUN_FILES:
+                    path = self.run_dir / name
+                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             write_text_atomically(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             write_text_atomically(self.run_dir / "data_report.txt", str(self.data_report) + "\n")
         acc.wait_for_everyone()
-        writer = MetricsWriter(self.run_dir, tensorboard=cfg.tensorboard, enabled=acc.is_main_process)
-        start = self._restore(writer) if self.resume else 0
+        return 0 if point is None else self._restore(*point)
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def train(self) -> TrainResult:
+        """Train to the last step and save final/; see the module docstring for what a step is.
+
+        Holds the run directory's lock throughout (a second run on it is refused). SIGTERM or SIGINT ends the
+        current step, writes a checkpoint and raises RunInterrupted naming it."""
+        acc = self.accelerator
+        lock = RunLock(self.run_dir) if acc.is_main_process else None
+        locked = None
+        if lock is not None:
+            try:
+                lock.acquire()
+            except ConfigError as exc:
+                locked = exc
+        # every process learns the outcome: a refused main process must not leave the others at a barrier
+        if self._any(locked is not None):
+            raise locked or ConfigError(f"run_dir '{self.run_dir}' is in use by another alignlab run")
+        stop = _StopSignals()
+        stop.install()
+        try:
+            return self._train(stop)
+        finally:
+            stop.restore()
+            if lock is not None:
+                lock.release()
+
+    def _any(self, flag: bool) -> bool:
+        """True on every process when `flag` is true on any (a no-op with one process)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        value = torch.tensor(float(flag), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(value, reduction="sum") > 0)
+
+    def _train(self, stop: _StopSignals) -> TrainResult:
+        cfg, acc = self.cfg, self.accelerator
+        start = self._start()
+        writer = MetricsWriter(self.run_dir, tensorboard=cfg.run.tensorboard, enabled=acc.is_main_process,
+                               resume_step=start if self.resume and start else None)
         result = TrainResult(run_dir=self.run_dir, steps=self.total_steps)
         for cb in self.callbacks:
             cb.on_train_begin(self)
         if start == 0:
             result.eval_before = self._evaluate_and_log(writer, 0)
         self.trunk.train()
+        self._health = _Health(self._weight_norm())  # from the weights training starts (or resumes) from
         progress = self._progress()
-        task = progress.add_task(f"{cfg.method}", total=self.total_steps, completed=start) if progress else None
+        task = progress.add_task(f"{cfg.method.name}", total=self.total_steps, completed=start) if progress else None
         try:
             for step in range(start, self.total_steps):
                 metrics = self.train_step(step)
                 done = step + 1
                 result.last_train = metrics
-                if done % cfg.logging_steps == 0 or done == self.total_steps:
+                if done % cfg.run.logging_steps == 0 or done == self.total_steps or metrics.get("skipped_nonfinite"):
                     writer.log(done, {"epoch": done / self.steps_per_epoch, **metrics})
-                if cfg.eval_steps and done % cfg.eval_steps == 0 and done != self.total_steps:
+                warning = self._health.warning
+                if warning and warning not in result.warnings:
+                    result.warnings.append(warning)
+                    self._print(f"warning: {warning}")
+                if self._health.nonfinite_run >= cfg.optim.max_nonfinite_steps:
+                    raise AlignlabError(
+                        f"stopped at step {done}: the loss or gradient norm was NaN/inf for "
+                        f"{self._health.nonfinite_run} consecutive steps (max_nonfinite_steps; last batch: "
+                        f"{', '.join(metrics['nonfinite_records'])}); no update was applied for them: lower "
+                        "learning_rate, train in float32, or check those records")
+                if cfg.run.eval_steps and done % cfg.run.eval_steps == 0 and done != self.total_steps:
                     self._evaluate_and_log(writer, done)
-                if cfg.save_steps and done % cfg.save_steps == 0 and done != self.total_steps:
-                    self.save(done)
+                stopping = self._any(stop.signum is not None)
+                saving = cfg.run.save_steps and done % cfg.run.save_steps == 0
+                if (saving or stopping) and done != self.total_steps:
+                    saved = self.save(done)
+                    if stopping:
+                        raise RunInterrupted(stop.signum or signal.SIGTERM, done, saved)
                 if progress:
-                    progress.update(task, advance=1, description=f"{cfg.method} loss {metrics['loss']:.4f}")
+                    progress.update(task, advance=1, description=f"{cfg.method.name} loss {metrics['loss']:.4f}")
+            if progress:
+                progress.stop()
+                progress = None
+            result.eval_after = self._evaluate_and_log(writer, self.total_steps)
+            self.save(self.total_steps, final=True)
         finally:
             if progress:
                 progress.stop()
-        result.eval_after = self._evaluate_and_log(writer, self.total_steps)
-        self.save(self.total_steps, final=True)
-        writer.close()
+            writer.close()
         return result
 
     def _evaluate_and_log(self, writer: MetricsWriter, step: int) -> dict[str, float]:
@@ -493,7 +652,7 @@ class Trainer:
         return metrics
 
     def _progress(self):
-        if not (self.cfg.progress and self.accelerator.is_main_process):
+        if not (self.cfg.run.progress and self.accelerator.is_main_process):
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -1,6 +1,7 @@
 """Trainer behaviour on the tiny offline model: every method learns, accumulation invariance, resume,
 interrupted checkpoints, precomputed reference, LoRA, IFT == SFT at lambda = gamma = 0."""
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -65,7 +66,7 @@ def _params(model):
 
 
 def test_resume_is_bitwise_identical(small, tmp_path, monkeypatch):
-    keys = dict(lr_scheduler="linear", warmup_steps=2, max_steps=6, save_steps=2, optimizer="adamw")
+    keys = {"lr_scheduler": "linear", "warmup_steps": 2, "max_steps": 6, "save_steps": 2, "optimizer": "adamw"}
     full = Trainer(load_config(base=small("dpo", run_dir=str(tmp_path / "full"), **keys)))
     full.train()
     expected = _params(full.policy)
@@ -121,7 +122,7 @@ def test_interrupted_checkpoint_leaves_previous_loadable(small, tmp_path, monkey
     monkeypatch.setattr(type(trainer.tokenizer), "save_pretrained", flaky)
     with pytest.raises(OSError):
         trainer.train()
-    run = Path(cfg.run_dir)
+    run = Path(cfg.run.run_dir)
     assert ckpt.latest_checkpoint(run) == run / "checkpoint-2"
     assert not (run / "checkpoint-4").exists()
     AutoModelForCausalLM.from_pretrained(run / "checkpoint-2")
@@ -160,7 +161,7 @@ def test_lora_reference_is_the_policy_with_adapters_disabled(small):
     assert losses[0] == pytest.approx(math.log(2), abs=1e-5)
     assert (result.run_dir / "final" / "adapter_config.json").is_file()
     merged = train(load_config(base={**small("dpo", lora=True, lora_r=4, max_steps=1, save_merged=True),
-                                     "run_dir": str(Path(cfg.run_dir) / "merged")}))
+                                     "run_dir": str(Path(cfg.run.run_dir) / "merged")}))
     AutoModelForCausalLM.from_pretrained(merged.run_dir / "final")
 
 
@@ -230,7 +231,7 @@ def test_eval_split_and_epoch_order_keep_prompts_together(small):
     assert len(order) == len(set(order))
     group_of = {p: g for g, members in enumerate(groups) for p in members}
     runs = [group_of[p] for p in order]
-    assert sum(a != b for a, b in zip(runs, runs[1:])) <= len(groups)  # each prompt's pairs form one run
+    assert sum(a != b for a, b in itertools.pairwise(runs)) <= len(groups)  # each prompt's pairs form one run
 
 
 LOSS_TYPES = ["hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
@@ -256,7 +257,7 @@ def test_rpo_adds_the_chosen_nll(tmp_path):
     cfg = load_config(RECIPES / "rpo.yaml", [f"run_dir={tmp_path / 'run'}", "max_steps=6", "limit=32",
                                              "micro_batch_size=4", "max_length=64", "max_prompt_length=32",
                                              "tensorboard=false", "progress=false", "eval_fraction=0.25"])
-    assert cfg.params.rpo_alpha == 1.0
+    assert cfg.method.params.rpo_alpha == 1.0
     result = train(cfg)
     before, after = result.eval_before["eval/loss"], result.eval_after["eval/loss"]
     assert after < before and before > math.log(2)  # log 2 plus the chosen NLL at step 0
