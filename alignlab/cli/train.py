@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from alignlab.errors import ConfigError
 
@@ -59,7 +60,8 @@ def main(argv: list[str]) -> int:
     from alignlab.train import train
 
     result = train(cfg, resume=args.resume, callbacks=callbacks, console=console)
-    _print_summary(console, cfg.method.name, result)
+    if int(os.environ.get("RANK", "0")) == 0:  # one table for a multi-process run, not one per process
+        _print_summary(console, cfg.method.name, result)
     return 0
 
 

@@ -60,6 +60,8 @@ class DataSpec:
             and all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items())
         ):
             raise ConfigError(f"columns must map canonical names to source column names, got {self.columns!r}")
+        # a private copy: the caller's dict can change without changing the spec; {} is no renaming
+        object.__setattr__(self, "columns", dict(self.columns) if self.columns else None)
         if self.limit is not None:
             _check_int("limit", self.limit, least=0)
         if self.shuffle_seed is not None and not _is_int(self.shuffle_seed):
@@ -67,9 +69,17 @@ class DataSpec:
         if not isinstance(self.drop_identical_pairs, bool):
             raise ConfigError(f"drop_identical_pairs must be true or false, got {self.drop_identical_pairs!r}")
 
+    def __hash__(self) -> int:
+        columns = tuple(sorted(self.columns.items())) if self.columns else None
+        return hash((*(getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("columns",
+                                                                                             "data_files")),
+                     columns, repr(self.data_files)))
+
     @classmethod
     def of(cls, spec: DataSpec | None = None, **settings: Any) -> DataSpec:
         """``spec`` (default: the defaults) with the named settings replaced; an unknown name is a ConfigError."""
+        if spec is not None and not isinstance(spec, DataSpec):
+            raise ConfigError(f"the data settings must be a DataSpec, got {type(spec).__name__} {spec!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(settings) - names)
         if unknown:

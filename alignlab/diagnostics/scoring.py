@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from alignlab.assets import cache_dir, load_model, model_fingerprint, resolve_device
+from alignlab.assets.loading import check_safetensors
 from alignlab.assets.models import is_builtin
 from alignlab.cache import content_key, data_fingerprint, write_atomically
 from alignlab.diagnostics.votes import alphas_from_records, find_alpha_source
@@ -211,6 +212,7 @@ def load_scoring_model(
                 f"'{name}' is a LoRA adapter directory and peft is not installed; pip install peft, or save the "
                 "run with save_merged: true"
             ) from None
+        check_safetensors(name)  # peft would fall back to a pickled adapter_model.bin
         try:
             model = AutoPeftModelForCausalLM.from_pretrained(name, dtype=dtype)
         except (OSError, ValueError) as exc:

@@ -17,14 +17,17 @@ from alignlab.models.causal_lm import (
     greedy_next_tokens,
     head_transform,
     output_head,
+    packed_layout_problem,
     sequence_stats,
     unwrap_trunk,
 )
+from alignlab.models.packing import PackedLayout
 
 __all__ = [
     "HEAD_TRANSFORM_KEYS",
     "AdapterDisabledTrunk",
     "OutputHead",
+    "PackedLayout",
     "Trunk",
     "base_model",
     "check_input_embeddings",
@@ -33,6 +36,7 @@ __all__ = [
     "head_transform",
     "is_paired",
     "output_head",
+    "packed_layout_problem",
     "score_batches",
     "sequence_stats",
     "unwrap_trunk",

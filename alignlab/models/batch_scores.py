@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from alignlab.data import collate_preference, collate_sft
 from alignlab.models.causal_lm import sequence_stats
+from alignlab.models.packing import PackedLayout
 
 
 def is_paired(examples: Sequence[Mapping[str, Any]]) -> bool:
@@ -28,13 +29,16 @@ def is_paired(examples: Sequence[Mapping[str, Any]]) -> bool:
 @torch.no_grad()
 def score_batches(trunk: nn.Module, examples: Sequence[Mapping[str, Any]], *, pad_id: int,
                   ref: nn.Module | None = None, batch_size: int = 8, chunked: bool = True, chunk_size: int = 1024,
-                  kl: bool = False) -> dict[str, Tensor]:
+                  kl: bool = False, prefix_sharing: bool = False, packing: bool = False) -> dict[str, Tensor]:
     """Per-sequence statistics of every example under a Trunk (and a reference Trunk), in input order.
 
     Returns CPU tensors [S, N] with S = 2 for pairs (row 0 chosen, row 1 rejected) and 1 for single sequences:
     "logps" (float64, summed over scored tokens), "tokens" (int64, scored tokens), with `ref` also "ref_logps",
     and with `kl` (needs ref) "kl_forward" = sum_t KL(ref || policy) and "kl_reverse" = sum_t KL(policy || ref).
-    batch_size counts examples. The trunks run in eval mode; their previous modes are restored.
+    batch_size counts examples. The trunks run in eval mode; their previous modes are restored. `prefix_sharing`
+    (a pair's prompt once) and `packing` (no padding between sequences): the models run packed rows
+    (alignlab.models.packing; the same values), a ConfigError on a model they are not exact on
+    (packed_layout_problem).
     """
     if kl and ref is None:
         raise ValueError("kl needs a reference")
@@ -54,10 +58,14 @@ def score_batches(trunk: nn.Module, examples: Sequence[Mapping[str, Any]], *, pa
         for start in range(0, n, batch_size):
             positions = order[start:start + batch_size]
             chunk = [examples[i] for i in positions]
-            batch = collate_preference(chunk, pad_id) if paired else collate_sft(chunk, pad_id)
-            ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
-            stats = sequence_stats(trunk, ids, mask, labels, ref=ref, chunked=chunked, chunk_size=chunk_size,
-                                   kl=kl, reverse_kl=kl)
+            if paired:
+                batch = collate_preference(chunk, pad_id, prefix_sharing=prefix_sharing, packing=packing)
+            else:
+                batch = collate_sft(chunk, pad_id, packing=packing)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            ids, mask, labels = (batch[k] for k in ("input_ids", "attention_mask", "labels"))
+            stats = sequence_stats(trunk, ids, mask, labels, ref=ref, layout=PackedLayout.from_batch(batch),
+                                   chunked=chunked, chunk_size=chunk_size, kl=kl, reverse_kl=kl)
             values = {"logps": stats.logps, "tokens": stats.lengths, "ref_logps": stats.ref_logps,
                       "kl_forward": stats.kl, "kl_reverse": stats.reverse_kl}
             cols = torch.tensor(positions)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from alignlab.errors import ConfigError
+from alignlab.models.packing import PackedLayout, attention_masks, mask_plan
 from alignlab.ops import (
     SequenceStats,
     chunked_argmax,
@@ -132,10 +133,12 @@ def output_head(model: nn.Module) -> OutputHead:
     return OutputHead(weight, bias if isinstance(bias, Tensor) else None, scale, softcap)
 
 
-def _decoder_hidden(model: nn.Module, input_ids: Tensor | None, attention_mask: Tensor | None,
-                    inputs_embeds: Tensor | None) -> Tensor:
+def _decoder_hidden(model: nn.Module, input_ids: Tensor | None, attention_mask: Tensor | dict[str, Tensor] | None,
+                    inputs_embeds: Tensor | None, position_ids: Tensor | None = None) -> Tensor:
     decoder = base_model(model).get_decoder()
-    out = decoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, use_cache=False)
+    extra = {} if position_ids is None else {"position_ids": position_ids}  # packed rows only: the model's own else
+    out = decoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, use_cache=False,
+                  **extra)
     return out.last_hidden_state
 
 
@@ -239,6 +242,16 @@ def _embed(model: nn.Module, input_ids: Tensor) -> Tensor:
     return torch.func.functional_call(layer, {"weight": weight.detach()}, (input_ids,))
 
 
+def _gather_root(trunk: nn.Module) -> None:
+    """Under FSDP2 (alignlab.train.fsdp) a Trunk is the root unit holding the embeddings and the output layer,
+    which are read outside any forward: all-gather them (a collective every process reaches alike; a no-op when
+    the forward already did). They stay full until the backward's end reshards them, so the chunked ops use the
+    full weight in forward and backward."""
+    unshard = getattr(trunk, "unshard", None)
+    if unshard is not None and hasattr(trunk, "set_reshard_after_forward"):  # torch.distributed.fsdp.FSDPModule
+        unshard()
+
+
 class Trunk(nn.Module):
     """Wraps a causal LM: forward returns the final hidden states [B, T, H] (after the final norm), head() the
     verified output head. This is the module handed to accelerate, so DDP / FSDP see one forward per step."""
@@ -247,12 +260,15 @@ class Trunk(nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                inputs_embeds: Tensor | None = None) -> Tensor:
-        return _decoder_hidden(self.lm, input_ids, attention_mask, inputs_embeds)
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | dict[str, Tensor] | None = None,
+                inputs_embeds: Tensor | None = None, position_ids: Tensor | None = None) -> Tensor:
+        """[B, T] ids (or [B, T, H] embeddings), a 2D padding mask or a packed layout's 4D block mask (a dict by
+        layer type for sliding-window models) with its position_ids [B, T] -> final hidden states [B, T, H]."""
+        return _decoder_hidden(self.lm, input_ids, attention_mask, inputs_embeds, position_ids)
 
     def head(self) -> OutputHead:
         check_output_head(self.lm)
+        _gather_root(self)
         return output_head(self.lm)
 
     def embed(self, input_ids: Tensor) -> Tensor:
@@ -260,6 +276,7 @@ class Trunk(nn.Module):
         layer scales, as Gemma's does), from a detached view of the table: IFT's frozen embedding copy. Checked
         once per model: the decoder fed these must give what it gives for the ids (check_input_embeddings)."""
         check_input_embeddings(self.lm)
+        _gather_root(self)
         return _embed(self.lm, input_ids)
 
 
@@ -281,21 +298,128 @@ def unwrap_trunk(trunk: nn.Module) -> Trunk:
     return getattr(trunk, "module", trunk)
 
 
+# packed rows (alignlab.models.packing): model -> (problem or None, the longest sequence the probe covers or None)
+_LAYOUT_CHECKED: weakref.WeakKeyDictionary[nn.Module, tuple[str | None, int | None]] = weakref.WeakKeyDictionary()
+# the probe crosses a sliding window of at most this many tokens
+PROBE_WINDOW = 256
+
+
+def _probe_examples(vocab: int, prompt: int) -> list[dict[str, Any]]:
+    """Two pairs with shared prompts (lengths prompt and 3), tails of different lengths, fixed random ids."""
+    ids = torch.randint(0, vocab, (prompt + 24,), generator=torch.Generator().manual_seed(0)).tolist()
+    examples = []
+    for i, (p, c, r) in enumerate(((prompt, 6, 4), (3, 2, 5))):
+        head, ids = ids[:p], ids[p:]
+        chosen, rejected, ids = ids[:c], ids[c:c + r], ids[c + r:]
+        examples.append({"chosen_input_ids": head + chosen, "chosen_labels": [-100] * p + chosen,
+                         "rejected_input_ids": head + rejected, "rejected_labels": [-100] * p + rejected,
+                         "index": i})
+    return examples
+
+
+def _probe_packed_layout(model: nn.Module) -> tuple[str | None, int | None]:
+    from alignlab.data.collate import collate_preference
+
+    base = base_model(model)
+    config = _text_config(model)
+    problem, plan = mask_plan(config)
+    if problem is not None:
+        return problem, None
+    # the config's window too: a plan that missed a window must not also shorten the probe that would show it
+    window = max((int(w) for w in (*plan.values(), getattr(config, "sliding_window", None)) if w is not None),
+                 default=None)
+    max_positions = getattr(config, "max_position_embeddings", None) or 2 * PROBE_WINDOW
+    crossed = window is None or (window <= PROBE_WINDOW and window + 8 <= max_positions)
+    prompt = window + 2 if window is not None and crossed else 6  # its pair's rows outgrow the window
+    embeddings = base.get_input_embeddings().weight
+    examples = _probe_examples(min(embeddings.shape[0], output_head(model).weight.shape[0]), prompt)
+    padded = collate_preference(examples, 0)
+    packed = collate_preference(examples, 0, prefix_sharing=True, packing=True, packing_tokens=4 * prompt + 64)
+    device = embeddings.device
+    layout = PackedLayout.from_batch({k: v.to(device) for k, v in packed.items()})
+    ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
+    was_training = base.training
+    base.eval()
+    try:
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            want = _decoder_hidden(model, ids, mask, None)
+            rows = _decoder_hidden(model, layout.input_ids, attention_masks(config, layout, embeddings.dtype),
+                                   None, layout.position_ids)
+            got = layout.to_logical(rows)
+    except Exception as exc:  # noqa: BLE001 - any failure of the forward on a block mask: padded rows stay
+        return f"its forward fails on a block attention mask ({type(exc).__name__}: {str(exc).splitlines()[0]})", None
+    finally:
+        base.train(was_training)
+    valid = mask.bool()
+    err = _mismatch(want[valid].float(), got[valid].float(), embeddings.dtype not in (torch.float32, torch.float64))
+    if err is not None:
+        return (f"its hidden states on packed rows differ from its padded rows by {err:.3g} (the attention mask "
+                "or the position ids are not honoured)"), None
+    return None, (None if window is None or crossed else window)
+
+
+def packed_layout_problem(model: nn.Module, *, longest: int | None = None) -> str | None:
+    """None when packed rows (prefix sharing, packing: alignlab.models.packing) give this model exactly its padded
+    rows' hidden states for sequences of up to `longest` tokens (None: any length); else why not, in one line.
+
+    Checked once per model: the model must take a 4D block mask (SDPA or eager attention, attention layers only)
+    and a probe — two pairs sharing their prompts, packed in one row, against their padded rows, in eval mode
+    without autocast — must give the same hidden states at every position beyond rounding. The probe crosses a
+    sliding window of up to PROBE_WINDOW tokens; a longer window is trusted only for sequences that fit in it,
+    where sliding and full attention are the same."""
+    base = base_model(model)
+    if base not in _LAYOUT_CHECKED:
+        _LAYOUT_CHECKED[base] = _probe_packed_layout(model)
+    problem, covered = _LAYOUT_CHECKED[base]
+    if problem is not None:
+        return f"{type(base).__name__}: {problem}"
+    if covered is not None and (longest is None or longest > covered):
+        reach = "an unknown length" if longest is None else f"{longest} tokens"
+        return (f"{type(base).__name__}: its sliding window ({covered} tokens) is longer than the probe checks "
+                f"and sequences reach {reach}")
+    return None
+
+
+def _rows_hidden(trunk: nn.Module, layout: PackedLayout, longest: int, inputs_embeds: Tensor | None) -> Tensor:
+    """The packed rows through a Trunk: [R, T] ids (or [R, T, H] embeddings) -> hidden states [R, T, H]."""
+    lm = unwrap_trunk(trunk).lm
+    problem = packed_layout_problem(lm, longest=longest)
+    if problem is not None:
+        raise ConfigError(f"packed rows (prefix_sharing, packing) are not exact on this model: {problem}; "
+                          "set prefix_sharing: false and packing: false")
+    dtype = inputs_embeds.dtype if inputs_embeds is not None else base_model(lm).get_input_embeddings().weight.dtype
+    mask = attention_masks(_text_config(lm), layout, dtype)
+    return trunk(input_ids=None if inputs_embeds is not None else layout.input_ids, attention_mask=mask,
+                 inputs_embeds=inputs_embeds, position_ids=layout.position_ids)
+
+
+def _hidden(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, inputs_embeds: Tensor | None,
+            layout: PackedLayout | None) -> Tensor:
+    """Final hidden states of the logical batch [B, T, H], from its padded rows or from its packed layout."""
+    if layout is not None:
+        return layout.to_logical(_rows_hidden(trunk, layout, attention_mask.shape[1], inputs_embeds))
+    if inputs_embeds is not None:
+        return trunk(attention_mask=attention_mask, inputs_embeds=inputs_embeds)
+    return trunk(input_ids=input_ids, attention_mask=attention_mask)
+
+
 def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *,
-                   ref: Trunk | None = None, inputs_embeds: Tensor | None = None, chunked: bool = True,
-                   chunk_size: int = 1024, kl: bool = False, reverse_kl: bool = False, entropy: bool = False,
-                   token_logps: bool = False, log_sum_sq: bool = False) -> SequenceStats:
+                   ref: Trunk | None = None, inputs_embeds: Tensor | None = None, layout: PackedLayout | None = None,
+                   chunked: bool = True, chunk_size: int = 1024, kl: bool = False, reverse_kl: bool = False,
+                   entropy: bool = False, token_logps: bool = False, log_sum_sq: bool = False) -> SequenceStats:
     """Per-sequence statistics of a batch under a Trunk (possibly DDP-wrapped) and optionally a reference Trunk.
 
     input_ids, attention_mask, labels [B, T] (HF-aligned labels, -100 where not scored); inputs_embeds [B, T, H]
     replaces input_ids for the policy (IFT). The reference runs without gradient on input_ids. chunked: the
     token-tiled ops (never [B, T, V] logits) or the plain full-logit reference. Returns SequenceStats ([B] fields;
     kl = forward sum_t KL(ref || policy), reverse_kl = sum_t KL(policy || ref)).
+
+    layout: the batch's packed rows (alignlab.models.packing; input_ids, attention_mask and labels stay the
+    logical padded batch). Both models then run the rows, and their hidden states are gathered back to the logical
+    positions, so every statistic is the padded path's; inputs_embeds are then the rows' [R, T', H]. A model the
+    packed rows are not exact on (packed_layout_problem) is a ConfigError.
     """
-    if inputs_embeds is not None:
-        hidden = trunk(attention_mask=attention_mask, inputs_embeds=inputs_embeds)
-    else:
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask)
+    hidden = _hidden(trunk, input_ids, attention_mask, inputs_embeds, layout)
     head = unwrap_trunk(trunk).head()
     hidden = hidden.to(head.weight.device)  # a device map may put the last layer and the head apart
     kwargs = head.ops_kwargs()
@@ -305,7 +429,7 @@ def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
             raise ConfigError(f"the reference model's output layer has {ref_head.weight.shape[0]} rows but the "
                               f"policy's has {head.weight.shape[0]}; policy and reference need one vocabulary")
         with torch.no_grad():
-            kwargs["ref_hidden"] = ref(input_ids=input_ids, attention_mask=attention_mask).to(ref_head.weight.device)
+            kwargs["ref_hidden"] = _hidden(ref, input_ids, attention_mask, None, layout).to(ref_head.weight.device)
         kwargs.update(ref_head.ops_kwargs("ref_"))
     fn = chunked_sequence_stats if chunked else plain_sequence_stats
     return fn(hidden, labels=labels, chunk_size=chunk_size, kl=kl, reverse_kl=reverse_kl, entropy=entropy,
@@ -314,9 +438,15 @@ def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
 
 @torch.no_grad()
 def greedy_next_tokens(trunk: nn.Module, attention_mask: Tensor, inputs_embeds: Tensor, *,
-                       chunk_size: int = 1024) -> Tensor:
-    """argmax of the model's next-token logits at every position, without full logits: [B, T, H] -> [B, T]."""
-    hidden = trunk(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+                       chunk_size: int = 1024, layout: PackedLayout | None = None) -> Tensor:
+    """argmax of the model's next-token logits at every position, without full logits: [B, T, H] -> [B, T].
+
+    With a packed layout, inputs_embeds are its rows' [R, T', H] and so are the guesses [R, T'] (attention_mask
+    stays the logical one)."""
+    if layout is not None:
+        hidden = _rows_hidden(trunk, layout, attention_mask.shape[1], inputs_embeds)
+    else:
+        hidden = trunk(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
     head = unwrap_trunk(trunk).head()
     return chunked_argmax(hidden, head.weight, bias=head.bias, scale=head.scale, softcap=head.softcap,
                           chunk_size=chunk_size)
@@ -333,6 +463,7 @@ __all__ = [
     "greedy_next_tokens",
     "head_transform",
     "output_head",
+    "packed_layout_problem",
     "sequence_stats",
     "unwrap_trunk",
 ]

@@ -137,27 +137,36 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------------- writing
 def build_checkpoint(target: Path, write: Callable[[Path], None], *, is_main: bool = True,
-                     barrier: Callable[[], None] | None = None) -> Path:
+                     barrier: Callable[[], None] | None = None,
+                     any_failed: Callable[[bool], bool] | None = None) -> Path:
     """Build the checkpoint or export directory `target` atomically: every process runs `write(tmp)`, then the
     main process adds `manifest.json` and renames `tmp` onto `target` (replacing an older one).
 
     An OSError while writing (ENOSPC, EACCES, ...) removes the temporary directory, leaves every committed
     checkpoint as it was and raises CheckpointWriteError naming `target` and the free space on its disk.
+    any_failed (several processes): a collective returning, on every process, whether any process passed True;
+    it replaces the barrier after `write`, so a write that fails on one process fails on all of them instead of
+    leaving the others waiting.
     """
 
     def build(tmp: Path) -> None:
+        error: BaseException | None = None
         try:
             write(tmp)
-        except OSError:
-            raise
-        except Exception as exc:
+        except OSError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - raised below, once every process knows
             # safetensors and torch.save report a full disk as their own errors, without an errno
-            disk_error = _disk_error(tmp, exc)
-            if disk_error is None:
-                raise
-            raise disk_error from exc
-        if barrier is not None:
+            error = _disk_error(tmp, exc) or exc
+            if error is not exc:
+                error.__cause__ = exc
+        if any_failed is not None:
+            if any_failed(error is not None) and error is None:
+                error = OSError(f"another process could not write its part of {target.name}")
+        elif barrier is not None and error is None:
             barrier()  # every process's shards are in place before the manifest lists them
+        if error is not None:
+            raise error
         if is_main:
             write_manifest(tmp)
 

@@ -250,10 +250,15 @@ class ModelConfig(_Section):
     ref_model: str | None = _key(None, "reference model (default: the initial policy)")
     tokenizer: str | None = _key(None, "tokenizer (default: the model's)")
     dtype: str = _key("float32", "parameter dtype of policy and reference", ("float32", "bfloat16"))
-    mixed_precision: str = _key("no", "autocast precision", ("no", "bf16"))
+    mixed_precision: str = _key("no", "autocast precision", ("no", "bf16", "fp16"))
     gradient_checkpointing: bool = _key(False, "recompute activations in backward")
     chunked_ops: bool = _key(True, "log-probs and KL from hidden states in token chunks (false: full logits)")
     chunk_size: int = _key(1024, "tokens per chunk of the vocabulary projection")
+    prefix_sharing: bool = _key(True, "paired methods: each pair's prompt runs once ([prompt; chosen; rejected] under "
+                                      "a block attention mask, exact); a model that cannot: padded batches, one line")
+    packing: bool = _key(False, "pack sequences (pairs, with prefix_sharing) into rows without padding; attention "
+                                "masked per sequence, exact; a model that cannot: padded batches, one line")
+    packing_tokens: int | None = _key(None, "longest packed row in tokens (null: max_length)")
     precompute_ref_logps: bool = _key(False, "DPO family: one reference pass before training, cached on disk")
     ref_cache_dir: str | None = _key(None, "where precomputed reference log-probs live (default: cache dir)")
     lora: bool = _key(False, "train LoRA adapters (peft); the reference is the policy with adapters disabled")
@@ -266,6 +271,9 @@ class ModelConfig(_Section):
     def validate(self) -> None:
         super().validate()
         self._at_least(("chunk_size", "lora_r"), 1)
+        self._at_least(("packing_tokens",), 1, optional=True)
+        if self.packing_tokens is not None and not self.packing:
+            raise ConfigError("config key 'packing_tokens' has no effect without packing: true")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"config key 'lora_dropout' must be in [0, 1); got {self.lora_dropout}")
         if self.ref_cache_dir is not None and not self.precompute_ref_logps:
@@ -473,8 +481,8 @@ def _flatten(loaded: dict[str, Any], where: str) -> dict[str, Any]:
     """Recipe mapping -> flat keys: a section name whose value is a mapping groups that section's keys."""
     flat: dict[str, Any] = {}
     for key, value in loaded.items():
-        if key in SECTIONS and isinstance(value, dict):
-            for name, inner in value.items():
+        if key in SECTIONS and (isinstance(value, dict) or value is None and key not in KEYS):
+            for name, inner in (value or {}).items():
                 flat_name = flat_key(key, name) if name == "name" else name
                 _check_keys([flat_name], f"{where}, section '{key}'")
                 if KEYS[flat_name][0] != key:
@@ -494,6 +502,8 @@ def run_config_values(values: dict[str, Any]) -> dict[str, Any]:
 
     method = get_method(values.get("method", MethodConfig.name))
     kept = {k: v for k, v in values.items() if k not in METHOD_KEYS or k in method.param_keys()}
+    # runs saved before drop_identical_pairs existed kept identical pairs: resume them on the same examples
+    kept.setdefault("drop_identical_pairs", False)
     try:
         params = method.make_params({k: v for k, v in kept.items() if k in method.param_keys() and v is not None})
     except ConfigError:
@@ -507,7 +517,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 base: dict[str, Any] | None = None) -> TrainConfig:
     """Build a validated TrainConfig from a YAML recipe (optional), a dict of flat keys, and `key=value`
     (or `section.key=value`) overrides."""
-    values: dict[str, Any] = dict(base or {})
+    values: dict[str, Any] = _flatten(base or {}, "config")
     if path is not None:
         p = Path(path)
         if not p.is_file():

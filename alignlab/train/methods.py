@@ -1,6 +1,8 @@
 """One training step's forward for every method: batch -> statistics -> the method's loss -> per-row metrics.
 
-The batch comes from alignlab.data's collators (pairs stacked as [chosen; rejected], 2B rows). Statistics come
+The batch comes from alignlab.data's collators (pairs stacked as [chosen; rejected], 2B rows; with prefix sharing
+or packing the batch also carries its packed rows, which the models run instead of the padded ones, every
+statistic staying the padded batch's: alignlab.models.packing). Statistics come
 from alignlab.models (the one scorer); what a method consumes and its loss come from its record in
 alignlab.losses.registry, so nothing here tests a method's name. The caller sums the per-row losses and divides
 by the step's global normaliser (rows, or tokens for a token-normalised method).
@@ -40,11 +42,14 @@ def sequence_stats(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, 
                    kl: bool = False, reverse_kl: bool = False, entropy: bool = False,
                    token_logps: bool = False, log_sum_sq: bool = False,
                    inputs_embeds: Tensor | None = None) -> TokenStats:
-    """Per-sequence statistics of a batch under the policy (and the reference when given), via alignlab.models."""
+    """Per-sequence statistics of a batch under the policy (and the reference when given), via alignlab.models.
+    With packed rows in the batch, the models run them (inputs_embeds are then the rows')."""
+    layout = models.PackedLayout.from_batch(batch)
     if inputs_embeds is None and cfg.method.resolved_freeze_input_embeddings:
-        inputs_embeds = _embeds(trunk, batch["input_ids"])
+        inputs_embeds = _embeds(trunk, batch["input_ids"] if layout is None else layout.input_ids)
     return models.sequence_stats(trunk, batch["input_ids"], batch["attention_mask"], batch["labels"], ref=ref,
-                                 inputs_embeds=inputs_embeds, chunked=cfg.model.chunked_ops, chunk_size=cfg.model.chunk_size,
+                                 inputs_embeds=inputs_embeds, layout=layout, chunked=cfg.model.chunked_ops,
+                                 chunk_size=cfg.model.chunk_size,
                                  kl=kl, reverse_kl=reverse_kl, entropy=entropy, token_logps=token_logps,
                                  log_sum_sq=log_sum_sq)
 
@@ -114,8 +119,7 @@ def unpaired_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], ref:
     stats = sequence_stats(cfg, trunk, batch, ref=ref)
     kl = None
     if "kl_input_ids" in batch:
-        kl_batch = {"input_ids": batch["kl_input_ids"], "attention_mask": batch["kl_attention_mask"],
-                    "labels": batch["kl_labels"]}
+        kl_batch = {k[len("kl_"):]: v for k, v in batch.items() if k.startswith("kl_")}  # with its packed rows
         with torch.no_grad():
             kl_stats = sequence_stats(cfg, trunk, kl_batch, ref=ref)
         kl = kto_reference_point(kl_stats.logps, kl_stats.ref_logps, all_reduce_mean=all_reduce_mean)
@@ -168,19 +172,29 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
     method = cfg.method.record
     metrics: dict[str, Tensor] = {}
     if method.mixes_inputs:
-        ids = batch["input_ids"]
+        # on packed rows the mix runs on the rows, token for token as on the padded ones: a sequence's first token
+        # (position 0) has no previous position of its own, and no two sequences share a prefix
+        layout = models.PackedLayout.from_batch(batch)
+        if layout is not None and layout.shared:
+            raise ValueError("IFT mixes each sequence's own previous prediction: its rows cannot share prefixes")
+        ids, row_labels = (batch["input_ids"], labels) if layout is None else (layout.input_ids, layout.labels)
         e_true = _embeds(trunk, ids)
-        metrics["ift/lambda"] = torch.full((ids.shape[0],), lam)
+        metrics["ift/lambda"] = torch.full((labels.shape[0],), lam)
         e_in = e_true
         if lam > 0:
             # one-step-ahead greedy guesses from the gold prefix, never full logits
-            guesses = models.greedy_next_tokens(trunk, batch["attention_mask"], e_true, chunk_size=cfg.model.chunk_size)
+            guesses = models.greedy_next_tokens(trunk, batch["attention_mask"], e_true, chunk_size=cfg.model.chunk_size,
+                                                layout=layout)
             guess = torch.cat([ids[:, :1], guesses[:, :-1]], dim=1)  # guess[:, t] predicts the token at t
-            response = labels != -100
+            if layout is not None:
+                guess = torch.where(layout.position_ids > 0, guess, ids)
+            response = row_labels != -100
             mixed = torch.where(response, guess, ids)
             # bit-exact e_true off the response (a (1-lam)e + lam e blend is not, by an ulp)
             e_in = torch.where(response.unsqueeze(-1), (1.0 - lam) * e_true + lam * _embeds(trunk, mixed), e_true)
-            wrong = ((guess != ids) & response).sum(-1).float() / response.sum(-1).clamp(min=1)
+            if layout is not None:  # back to the logical sequences for the per-sequence metric
+                guess, response = layout.to_logical(guess), labels != -100
+            wrong = ((guess != batch["input_ids"]) & response).sum(-1).float() / response.sum(-1).clamp(min=1)
             metrics["ift/guess_error_rate"] = wrong
     else:
         e_in = None  # the ids (or, with freeze_input_embeddings, the frozen view sequence_stats makes of them)

@@ -65,6 +65,8 @@ def load_reference(cfg, dtype: torch.dtype, policy: nn.Module) -> nn.Module | No
     if not cfg.method.record.needs_ref or cfg.model.lora:
         return None
     if cfg.model.ref_model is None:
+        if any(type(p).__name__ == "DTensor" for p in policy.parameters()):
+            raise RuntimeError("the reference is a copy of the unsharded policy: load it before sharding the policy")
         ref = copy.deepcopy(base_model(policy))
     else:
         kwargs = {"seed": cfg.run.seed} if cfg.model.ref_model.startswith("alignlab/") else {}
@@ -79,7 +81,10 @@ def load_reference(cfg, dtype: torch.dtype, policy: nn.Module) -> nn.Module | No
 
 
 def reference_trunk(policy: nn.Module, ref: nn.Module | None) -> Trunk:
-    """The reference as a Trunk: the frozen copy, or the LoRA policy with its adapters disabled."""
+    """The reference as a Trunk: the frozen copy (already a Trunk when sharded by FSDP2), or the LoRA policy with
+    its adapters disabled."""
+    if isinstance(ref, Trunk):
+        return ref
     if ref is not None:
         return Trunk(ref)
     if not hasattr(policy, "disable_adapter"):
@@ -88,4 +93,7 @@ def reference_trunk(policy: nn.Module, ref: nn.Module | None) -> Trunk:
 
 
 def autocast(mixed_precision: str, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if mixed_precision == "bf16" else nullcontext()
+    """The forward's autocast for the `mixed_precision` key: "no", "bf16" or "fp16" (whose loss scaling is
+    accelerate's, in backward and the optimizer step)."""
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    return torch.autocast(device.type, dtype=dtypes[mixed_precision]) if mixed_precision in dtypes else nullcontext()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import shutil
 import signal
 import threading
 import time
@@ -29,7 +28,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 
 from alignlab.assets import cache_dir, load_tokenizer
 from alignlab.cache import data_fingerprint, write_text_atomically
@@ -44,8 +43,9 @@ from alignlab.data import (
 )
 from alignlab.data.collate import collate_unpaired
 from alignlab.errors import AlignlabError, ConfigError, RunInterrupted
-from alignlab.models import Trunk, score_batches
+from alignlab.models import Trunk, packed_layout_problem, score_batches
 from alignlab.train import checkpoint as ckpt
+from alignlab.train import fsdp
 from alignlab.train.callbacks import TrainerCallback
 from alignlab.train.config import TrainConfig, load_config, run_config_values
 from alignlab.train.methods import (
@@ -57,13 +57,14 @@ from alignlab.train.methods import (
     unpaired_step,
 )
 from alignlab.train.metrics import MetricsWriter
+from alignlab.train.model_card import write_model_card
 from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
 from alignlab.train.ref_cache import REF_CACHE_VERSION, cached_reference_logps, reference_fingerprint
 from alignlab.train.run_lock import RunLock
 
 # Keys that may change between a run and its resumption; any other difference is an error.
 _RESUMABLE_CHANGES = {"max_steps", "epochs", "save_steps", "save_total_limit", "logging_steps", "eval_steps",
-                      "progress", "tensorboard", "run_dir"}
+                      "progress", "tensorboard", "run_dir", "max_nonfinite_steps"}
 
 
 # What a run that never reached a checkpoint leaves, removed when it starts again.
@@ -110,8 +111,8 @@ class _Health:
 
 class _StopSignals:
     """While installed, SIGTERM and SIGINT only set `signum`: the loop finishes its step, checkpoints and stops. A
-    second signal acts as usual (SIGINT: KeyboardInterrupt; SIGTERM: exit). Outside the main thread (where
-    handlers cannot be set) signals keep their usual effect."""
+    second SIGINT acts as usual (KeyboardInterrupt). Outside the main thread (where handlers cannot be set)
+    signals keep their usual effect."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -121,8 +122,9 @@ class _StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
-        for sig in self.SIGNALS:  # a second signal is not deferred
-            signal.signal(sig, self._previous[sig])
+        # a second Ctrl-C stops at once; SIGTERM stays deferred, because launchers repeat it (torchrun forwards
+        # the one it gets, and a job scheduler signals every process of the job) and follow it with SIGKILL
+        signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -148,15 +150,24 @@ class Trainer:
         # accelerate uses gloo on CPU only when told so; otherwise every process would train alone.
         multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
         cpu_group = multi_process and not torch.cuda.is_available()
+        fsdp_requested = fsdp.requested()  # FSDP2 from the launch's accelerate config; alignlab shards itself
         if not multi_process:
             # accelerate keeps one global state per interpreter; a second Trainer in the same process (a notebook,
             # a sweep, the quickstart's two stages) may use another precision
             AcceleratorState._reset_state(reset_partial_state=True)
         self.accelerator = Accelerator(mixed_precision=cfg.model.mixed_precision, cpu=cpu_group)
+        # sharded over the launch's process group (none for a single process on a machine without CUDA)
+        self.sharded = fsdp_requested and torch.distributed.is_available() and torch.distributed.is_initialized()
+        self._check_precision()
+        self._check_deepspeed()
+        if self.sharded and cfg.model.lora:
+            raise ConfigError("lora: true is not supported with FSDP2 yet (the adapter-disabled reference and the "
+                              "adapter export expect an unsharded model): use DDP (recipes/accelerate/ddp.yaml)")
         self.run_dir = cfg.resolved_run_dir()
         set_seed(cfg.run.seed)
         self._setup_data()
         self._setup_models()
+        self._setup_layout()
         self._health = _Health(self._weight_norm())
 
     # ----------------------------------------------------------------------------------------------- set-up
@@ -214,16 +225,20 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
         policy = load_policy(cfg, dtype)
+        self._probe_packed_rows(policy)
         self.ref_model = None
         self.ref_table = None
         self._ref_rows: dict[int, torch.Tensor] = {}
         if cfg.model.precompute_ref_logps:
             self.ref_table = self._precompute_reference(policy, dtype)
         else:
-            self.ref_model = load_reference(cfg, dtype, policy)
+            self.ref_model = load_reference(cfg, dtype, policy)  # copied from the policy before it is sharded
+            self._probe_packed_rows(self.ref_model)
             if self.ref_model is not None:
-                self.ref_model = acc.prepare_model(self.ref_model, evaluation_mode=True)
-        params = [p for p in policy.parameters() if p.requires_grad]
+                self.ref_model = (fsdp.shard(Trunk(self.ref_model)) if self.sharded
+                                  else acc.prepare_model(self.ref_model, evaluation_mode=True))
+        trunk = fsdp.shard(Trunk(policy)) if self.sharded else Trunk(policy)
+        params = [p for p in trunk.parameters() if p.requires_grad]  # FSDP2: the shards, which the optimizer steps
         if cfg.optim.optimizer == "adamw":
             optimizer = torch.optim.AdamW(params, lr=cfg.optim.learning_rate, betas=tuple(cfg.optim.adam_betas),
                                           eps=cfg.optim.optimizer_eps, weight_decay=cfg.optim.weight_decay)
@@ -236,7 +251,10 @@ class Trainer:
         name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.optim.lr_scheduler]
         # Not prepared: accelerate's wrapper steps the schedule once per process; here it steps once per update.
         self.scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
-        self.trunk, self.optimizer = acc.prepare(Trunk(policy), optimizer)
+        if self.sharded:  # accelerate never sees them: alignlab.train.fsdp says why, and saves their state
+            self.trunk, self.optimizer = trunk, optimizer
+        else:
+            self.trunk, self.optimizer = acc.prepare(trunk, optimizer)
         # The scheduler is saved as JSON in trainer_state.json, not registered with accelerate: accelerate would
         # pickle it and unpickle it on --resume with weights_only=False, running code from the run directory.
         self.params = params
@@ -244,6 +262,78 @@ class Trainer:
     @property
     def policy(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.trunk).lm
+
+    def _requested_layout(self) -> tuple[bool, bool]:
+        """(prefix sharing, packing) as the config asks for them; prefix sharing applies to paired methods."""
+        cfg = self.cfg
+        return cfg.model.prefix_sharing and cfg.method.record.paired, cfg.model.packing
+
+    def _probe_packed_rows(self, model: torch.nn.Module | None) -> None:
+        """Probe a freshly loaded model for packed rows (cached per model), before sharding or wrapping, as the
+        head check runs at load: _setup_layout reads the verdict."""
+        if model is not None and any(self._requested_layout()):
+            packed_layout_problem(model)
+
+    def _setup_layout(self) -> None:
+        """Prefix sharing (paired methods) and packing: the collate function adds packed rows to every batch when
+        the options ask for them and they are exact on the policy and the reference (packed_layout_problem);
+        otherwise the padded batches stay, with one line saying why."""
+        cfg = self.cfg
+        sharing, packing = self._requested_layout()
+        # rows as long as the longest sequence the data may hold (a shared pair longer than that: a row of its own)
+        tokens = cfg.model.packing_tokens or cfg.data.max_length
+        self.packed_rows = False
+        self.layout_options: dict[str, bool] = {}  # for score_batches
+        if not (sharing or packing):
+            return
+        keys = (("chosen_input_ids", "rejected_input_ids") if cfg.method.record.paired else ("input_ids",))
+        longest = max(len(ex[k]) for ex in self.train_examples + self.eval_examples for k in keys)
+        if cfg.method.record.unpaired:  # the KL rows (a prompt with another completion) are cut to max_length
+            longest = max(longest, cfg.data.max_length)
+        models = [self.policy] + [getattr(m, "lm", m) for m in [self.ref_model] if m is not None]
+        for model in models:
+            problem = packed_layout_problem(self.accelerator.unwrap_model(model), longest=longest)
+            if problem is not None:
+                what = " and ".join(n for n, on in (("prefix sharing", sharing), ("packing", packing)) if on)
+                self._print(f"{what} off (padded batches): {problem}")
+                return
+        options = {"packing": packing, "packing_tokens": tokens if packing else None}
+        if cfg.method.record.paired:
+            options["prefix_sharing"] = sharing
+        self.collate = functools.partial(self.collate, **options)
+        self.packed_rows = True
+        self.layout_options = {"prefix_sharing": sharing, "packing": packing}
+
+    def _check_deepspeed(self) -> None:
+        """DeepSpeed as alignlab can drive it: ZeRO-2 (ZeRO-3 partitions the output layer, which the chunked ops read
+        outside the model's forward), one micro-batch per step (accelerate's DeepSpeed backward steps the engine
+        after every backward), and the micro-batch size DeepSpeed needs to know without a data loader."""
+        acc = self.accelerator
+        if acc.distributed_type != DistributedType.DEEPSPEED:
+            return
+        plugin = acc.state.deepspeed_plugin
+        if plugin.zero_stage == 3:
+            raise ConfigError("DeepSpeed ZeRO-3 partitions the output layer, which alignlab reads outside the model's "
+                              "forward for its chunked log-probs: use FSDP2 (recipes/accelerate/fsdp2.yaml), which "
+                              "alignlab gathers exactly, or ZeRO-2")
+        if self.cfg.optim.gradient_accumulation_steps != 1:
+            raise ConfigError("gradient_accumulation_steps must be 1 under DeepSpeed (accelerate steps DeepSpeed's "
+                              "engine in every backward): raise micro_batch_size or the number of processes")
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.cfg.optim.micro_batch_size
+
+    def _check_precision(self) -> None:
+        """fp16 trains only where accelerate scales the loss: it creates its GradScaler for GPUs alone (accelerator.py,
+        the fp16 branch requires a device other than 'cpu'), and under alignlab's FSDP2 the optimizer is not
+        accelerate's, so nothing would unscale and step with the scaler. DeepSpeed scales the loss itself."""
+        acc = self.accelerator
+        if self.cfg.model.mixed_precision != "fp16" or acc.distributed_type == DistributedType.DEEPSPEED:
+            return
+        if acc.scaler is None:
+            raise ConfigError("mixed_precision: fp16 needs a GPU (accelerate scales the loss on GPUs only); on CPU "
+                              "use mixed_precision: bf16")
+        if self.sharded:
+            raise ConfigError("mixed_precision: fp16 with FSDP2 is not supported (the loss scaler would not be "
+                              "stepped); use mixed_precision: bf16")
 
     def _precompute_reference(self, policy: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
         cfg, acc = self.cfg, self.accelerator
@@ -368,19 +458,28 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         start = time.perf_counter()
         acc_out = self.accumulate_gradients(step)
-        if cfg.optim.max_grad_norm is not None:
-            grad_norm = acc.clip_grad_norm_(self.trunk.parameters(), cfg.optim.max_grad_norm)
+        if cfg.optim.max_grad_norm is not None:  # FSDP2: over the shards of every process (DTensor-aware)
+            grad_norm = acc.clip_grad_norm_(self.params, cfg.optim.max_grad_norm)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        elif self.sharded:
+            grad_norm = torch.tensor(fsdp.global_norm([p.grad for p in self.params]))
         else:
-            grads = [p.grad.detach().norm() for p in self.trunk.parameters() if p.grad is not None]
+            acc.unscale_gradients()  # fp16: the norm of the true gradients (a no-op without a loss scaler)
+            grads = [p.grad.detach().norm() for p in self.params if p.grad is not None]
             grad_norm = torch.stack(grads).norm() if grads else torch.zeros(())
         lr = self.scheduler.get_last_lr()[0]
         total_loss = float(acc.reduce(acc_out["loss_sum"], reduction="sum")) / acc_out["normaliser"]
         # the gradient norm is over the reduced gradients and the loss is reduced: every process agrees
         finite = math.isfinite(total_loss) and math.isfinite(float(grad_norm))
+        finite = not self._any(not finite)  # a shard's norm (FSDP without clipping) may differ: all skip or none
+        # fp16 loss scaling: an overflowing step goes to the optimizer, whose scaler skips it and lowers its scale
+        overflow = not finite and acc.scaler is not None and math.isfinite(total_loss)
         if finite:
             self.optimizer.step()
             self.scheduler.step()
         else:
+            if overflow:
+                self.optimizer.step()
             with warnings.catch_warnings():  # torch warns of a schedule stepped without an optimizer step: wanted
                 warnings.simplefilter("ignore", UserWarning)
                 self.scheduler.step()  # a skipped step still consumes its batch and its place in the schedule
@@ -388,8 +487,11 @@ class Trainer:
         total_tokens = float(acc.reduce(torch.tensor(float(acc_out["tokens"]), device=acc.device), reduction="sum"))
         metrics = {"loss": total_loss, "lr": lr, "grad_norm": float(grad_norm),
                    "tokens_per_s": total_tokens / max(time.perf_counter() - start, 1e-9)}
-        metrics.update(self._health.update(finite, self._weight_norm() if finite else None))
-        if not finite:
+        if overflow:
+            metrics.update({"skipped_overflow": 1, "loss_scale": float(acc.scaler.get_scale())})
+        else:
+            metrics.update(self._health.update(finite, self._weight_norm() if finite else None))
+        if not finite and not overflow:
             metrics["nonfinite_records"] = [self.train_examples[i]["where"] for i in self.step_block(step)[:8]]
         for k, values in acc_out["rows"].items():
             # nan-aware: a metric of some rows only (KTO's desirable / undesirable sides) is NaN on the others
@@ -400,7 +502,9 @@ class Trainer:
 
     def _weight_norm(self) -> float:
         """L2 norm of the trainable parameters (for the divergence check)."""
-        norms = [p.detach().float().norm() for p in self.params]
+        if self.sharded:
+            return fsdp.global_norm(self.params)
+        norms = [torch.linalg.vector_norm(p.detach(), dtype=torch.float32) for p in self.params]
         return float(torch.stack(norms).norm()) if norms else 0.0
 
     # ------------------------------------------------------------------------------------------ evaluate
@@ -420,11 +524,18 @@ class Trainer:
         chunks = [local[s:s + cfg.run.eval_batch_size] for s in range(0, len(local), cfg.run.eval_batch_size)]
         if cfg.method.record.unpaired and len(chunks) > 1 and len(chunks[-1]) < 2:
             chunks[-2] += chunks.pop()  # a KL batch needs another example's completion
-        for positions in chunks:
+        stand_ins = 0
+        if self.sharded:  # every forward all-gathers shards: each process runs as many as the busiest one
+            most = torch.tensor(len(chunks), device=acc.device)
+            torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+            stand_ins = int(most) - len(chunks)
+        for n, positions in enumerate(chunks + [list(range(min(2, len(self.eval_examples))))] * stand_ins):
             chunk = [self.eval_examples[i] for i in positions]
             batch = self._to_device(self.collate(chunk, self.pad_id))
             # processes may evaluate different numbers of chunks: no collective inside (KTO's z0 is per process)
             out = self._forward(batch, chunk, lam, eval_kl=True, collective=False)
+            if n >= len(chunks):
+                continue  # a stand-in forward (FSDP2): its results are not this process's
             if cfg.method.record.token_normalised(cfg.method.params):  # sum(-S) / sum(n), like training
                 rows.setdefault("_token_nll", []).extend((-out.metrics["logps/sequence"]).cpu().tolist())
                 rows.setdefault("_tokens", []).extend((batch["labels"][:, 1:] != -100).sum(-1).cpu().tolist())
@@ -454,7 +565,7 @@ class Trainer:
         if not cfg.method.record.paired:
             raise ConfigError("score_pairs needs a preference method")
         kwargs = {"pad_id": self.pad_id, "batch_size": cfg.run.eval_batch_size, "chunked": cfg.model.chunked_ops,
-                  "chunk_size": cfg.model.chunk_size}
+                  "chunk_size": cfg.model.chunk_size, **self.layout_options}
         with autocast(cfg.model.mixed_precision, self.accelerator.device):
             policy = score_batches(self.trunk, examples, **kwargs)
             if self.ref_model is not None or (cfg.model.lora and cfg.method.record.needs_ref):
@@ -474,22 +585,30 @@ class Trainer:
         target = self.run_dir / ("final" if final else f"checkpoint-{step}")
 
         def write(tmp: Path) -> None:
+            # FSDP2: the full weights, gathered to the main process (a collective: every process takes part)
+            full = {"state_dict": fsdp.full_state_dict(self.policy)} if self.sharded else {}
             if acc.is_main_process:
                 model = self.policy
                 if cfg.model.lora and cfg.model.save_merged:
                     import copy
 
                     model = copy.deepcopy(model).merge_and_unload()
-                model.save_pretrained(tmp, safe_serialization=True)
+                model.save_pretrained(tmp, safe_serialization=True, **full)
                 self.tokenizer.save_pretrained(tmp)
                 ckpt.write_state(tmp, {"step": step, "epoch": step / self.steps_per_epoch,
                                        "global_batch": self.global_batch, "config": cfg.to_dict(),
                                        "scheduler": self.scheduler.state_dict()})
+                if final:  # a model card, so a pushed final/ documents itself (before the manifest lists it)
+                    write_model_card(tmp, self.run_dir, cfg, examples=self.train_examples)
             if not final:
-                acc.save_state(str(tmp / "state"), safe_serialization=True)
+                acc.save_state(str(tmp / "state"), safe_serialization=True)  # FSDP2: the RNG states only
+                if self.sharded:  # each process's shards of the weights and the optimizer state
+                    fsdp.save_state(tmp / "state", self.trunk, self.optimizer, rank=acc.process_index,
+                                    world=acc.num_processes, is_main=acc.is_main_process)
 
         # adds manifest.json; a failed write (disk full) leaves the older checkpoints and raises one line
-        ckpt.build_checkpoint(target, write, is_main=acc.is_main_process, barrier=acc.wait_for_everyone)
+        ckpt.build_checkpoint(target, write, is_main=acc.is_main_process, barrier=acc.wait_for_everyone,
+                              any_failed=self._any if acc.num_processes > 1 else None)
         if acc.is_main_process and not final:
             ckpt.prune_checkpoints(self.run_dir, cfg.run.save_total_limit)
         acc.wait_for_everyone()
@@ -523,10 +642,16 @@ class Trainer:
             raise ConfigError(f"--resume: {latest / 'state'} holds {', '.join(pickled) or 'no JSON scheduler state'}; "
                               "alignlab never loads a pickled scheduler (it could run code): resume from a "
                               "checkpoint this version wrote, or start the run in a new run_dir")
+        problem = fsdp.state_problem(latest / "state", world=self.accelerator.num_processes, sharded=self.sharded)
+        if problem:
+            raise ConfigError(f"--resume: {latest.name}: {problem}")
         return latest, state
 
     def _restore(self, latest: Path, state: dict[str, Any]) -> int:
         self.accelerator.load_state(str(latest / "state"))  # optimizer, RNG: accelerate loads them weights_only
+        if self.sharded:  # this process's shards of the weights and the optimizer state (safetensors)
+            fsdp.load_state(latest / "state", self.trunk, self.optimizer, rank=self.accelerator.process_index,
+                            world=self.accelerator.num_processes)
         self.scheduler.load_state_dict(state["scheduler"])
         self._print(f"resumed from {latest} at step {state['step']}")
         return int(state["step"])
@@ -534,9 +659,11 @@ class Trainer:
     def _start(self) -> int:
         """Check the run directory and decide where training starts: 0, or the resumed checkpoint's step.
 
-        A directory holding an earlier run is refused without --resume; one whose run never reached a
-        checkpoint (killed early) restarts from step 0 with one line, with or without --resume. Leftovers of an
-        interrupted write are removed. config.yaml is written only after every check has passed."""
+        A directory holding an earlier run is refused without --resume. A run that stopped before its first
+        checkpoint (killed early, or stopped by non-finite steps) starts again from step 0 with one line, with or
+        without --resume; its files are moved aside into `.stopped-<time>/`, never deleted, and only when its
+        config.yaml is an alignlab config (anything else is not ours to move). Leftovers of an interrupted
+        checkpoint write are removed. config.yaml is written only after every check has passed."""
         cfg, acc = self.cfg, self.accelerator
         finished = (self.run_dir / "final").is_dir()
         has_checkpoint = bool(ckpt.list_checkpoints(self.run_dir))
@@ -544,18 +671,33 @@ class Trainer:
             raise ConfigError(f"run_dir '{self.run_dir}' already holds a run: pass --resume to continue it, "
                               "or choose another run_dir")
         point = self._resume_point() if self.resume else None
+        if point is None and finished:
+            raise ConfigError(f"--resume: run_dir '{self.run_dir}' holds a finished run (final/) and no "
+                              "checkpoint-<step> to continue from; set save_steps to make checkpoints, or choose "
+                              "another run_dir")
+        leftovers = [name for name in _RUN_FILES if (self.run_dir / name).exists()]
+        if point is None and leftovers and not _is_alignlab_run(self.run_dir):
+            raise ConfigError(f"run_dir '{self.run_dir}' holds {', '.join(leftovers)} that are not an alignlab run's; "
+                              "choose another run_dir")
+        error: BaseException | None = None
         if acc.is_main_process:
-            for leftover in ckpt.remove_stale_temporaries(self.run_dir):
-                self._print(f"removed {leftover.name}, left by an interrupted write")
-            if point is None and not finished and any((self.run_dir / p).exists() for p in _RUN_FILES):
-                self._print(f"run_dir '{self.run_dir}' holds a run stopped before its first checkpoint: "
-                            "starting it again from step 0")
-                for name in _RUN_FILES:
-                    path = self.run_dir / name
-                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            write_text_atomically(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            write_text_atomically(self.run_dir / "data_report.txt", str(self.data_report) + "\n")
-        acc.wait_for_everyone()
+            try:
+                for leftover in ckpt.remove_stale_temporaries(self.run_dir):
+                    self._print(f"removed {leftover.name}, left by an interrupted write")
+                if point is None and leftovers:
+                    aside = self.run_dir / f".stopped-{time.strftime('%Y%m%d-%H%M%S')}"
+                    aside.mkdir()
+                    for name in leftovers:
+                        (self.run_dir / name).rename(aside / name)
+                    self._print(f"run_dir '{self.run_dir}' holds a run stopped before its first checkpoint: "
+                                f"starting it again from step 0 (its files are in {aside.name}/)")
+                write_text_atomically(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                write_text_atomically(self.run_dir / "data_report.txt", str(self.data_report) + "\n")
+            except OSError as exc:
+                error = exc
+        # every process learns of a failure on the main one (instead of waiting for it at a barrier)
+        if self._any(error is not None):
+            raise error or ConfigError(f"run_dir '{self.run_dir}': the main process could not prepare it")
         return 0 if point is None else self._restore(*point)
 
     # ------------------------------------------------------------------------------------------------ loop
@@ -673,6 +815,16 @@ def _prompt_groups(examples: Sequence[dict[str, Any]]) -> list[list[int]]:
             key = tuple(ex["input_ids"][:first])
         groups.setdefault(key, []).append(i)
     return list(groups.values())
+
+
+def _is_alignlab_run(run_dir: Path) -> bool:
+    """Whether run_dir/config.yaml is a config alignlab wrote (it loads as one)."""
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        load_config(base=run_config_values(saved))
+    except (OSError, yaml.YAMLError, ConfigError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:

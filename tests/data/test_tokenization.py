@@ -207,3 +207,13 @@ def test_chat_boundary_is_exact(tokenizer, user, chosen, rejected):
         ids, labels = ex[f"{side}_input_ids"], ex[f"{side}_labels"]
         assert ids[: len(p)] == p and labels == [-100] * len(p) + ids[len(p) :]
         assert dec(tokenizer, ids[len(p) : -1]) == f"{content}<|im_end|>\n"
+
+
+def test_a_spec_is_a_value():
+    columns = {"prompt": "question"}
+    spec = DataSpec(columns=columns)
+    columns["chosen"] = "good"  # the caller's dict is not the spec's
+    assert spec.columns == {"prompt": "question"} and spec == DataSpec(columns={"prompt": "question"})
+    assert hash(spec) == hash(DataSpec(columns={"prompt": "question"})) and DataSpec(columns={}) == DataSpec()
+    with pytest.raises(ConfigError, match="must be a DataSpec, got str"):
+        DataSpec.of("test")

@@ -281,3 +281,17 @@ def test_resume_skips_a_damaged_checkpoint_and_removes_leftovers(small):
     assert not leftover.exists()
     assert ckpt.latest_valid_checkpoint(run) == (run / "checkpoint-2", [])  # rewritten whole by the resumed run
     assert ckpt.verify_model_dir(run / "final") is True
+
+
+def test_a_write_that_fails_on_another_process_fails_here_too(tmp_path):
+    """Several processes: a failure on one must not leave the others at a barrier (any_failed is collective)."""
+    votes: list[bool] = []
+
+    def any_failed(failed: bool) -> bool:  # as if the other process's write had failed
+        votes.append(failed)
+        return True
+
+    with pytest.raises(ckpt.CheckpointWriteError, match="another process could not write its part of checkpoint-4"):
+        ckpt.build_checkpoint(tmp_path / "checkpoint-4", lambda tmp: (tmp / "model.safetensors").write_bytes(b"x"),
+                              barrier=lambda: None, any_failed=any_failed)
+    assert votes == [False] and not list(tmp_path.iterdir())  # this process wrote fine; nothing is left behind

@@ -72,13 +72,16 @@ def test_every_key_documented_under_its_section():
     (["method=ift", "ift_gamma=1.0"], r"'ift_gamma' must be in \[0, 1\)"),
     (["method=tdpo2", "beta=-0.1"], "'beta' must be > 0"),
     (["method=dpo", "max_grad_norm=0"], "'max_grad_norm' must be > 0"),
+    (["method=dpo", "packing_tokens=256"], "'packing_tokens' has no effect without packing: true"),
+    (["method=dpo", "packing=true", "packing_tokens=0"], "'packing_tokens' must be >= 1"),
 ])
 def test_keys_without_effect_or_out_of_range_are_rejected(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_config(overrides=overrides)
 
 
-@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml")),
+@pytest.mark.parametrize("recipe", sorted(p for p in (Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml")
+                                           if p.parent.name != "accelerate"),  # launch configs: tests/train/test_fsdp.py
                          ids=lambda p: p.name)
 def test_every_recipe_loads(recipe):
     cfg = load_config(recipe)
@@ -172,3 +175,17 @@ def test_loading_a_config_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_run_saved_before_drop_identical_pairs_resumes_on_the_same_examples():
+    old = load_config(overrides=["method=dpo"]).to_dict()
+    del old["drop_identical_pairs"]  # config.yaml of an earlier version: it kept identical pairs
+    assert load_config(base=run_config_values(old)).data.drop_identical_pairs is False
+
+
+def test_base_values_may_be_grouped_and_an_empty_section_is_nothing(tmp_path):
+    cfg = load_config(base={"method": {"name": "dpo", "beta": 0.2}, "optim": {"learning_rate": 1e-5}})
+    assert (cfg.method.name, cfg.method.params.beta, cfg.optim.learning_rate) == ("dpo", 0.2, 1e-5)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: dpo\noptim:\n")
+    assert load_config(recipe).optim.learning_rate == 5e-6

@@ -33,18 +33,37 @@ def _launch(run: Path) -> subprocess.Popen:
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _kill_when(proc: subprocess.Popen, run: Path, *, delay: float | None) -> bool:
-    """SIGKILL after `delay` seconds, or (delay None) as soon as a checkpoint write's temporary directory exists.
-    Returns whether the process was killed (False: it finished first)."""
-    start = time.monotonic()
+def _tmp_dirs(run: Path) -> set[tuple[str, int]]:
+    return {(p.name, p.stat().st_ino) for p in run.glob(".tmp-checkpoint*") if p.exists()}
+
+
+def _kill_when(proc: subprocess.Popen, run: Path, *, when: str, delay: float = 0.0) -> str | None:
+    """SIGKILL the run: `when` is "start" (training begun, no checkpoint yet: metrics.jsonl exists and no
+    checkpoint-*), "write" (a checkpoint's temporary directory appeared that was not there at launch: inside a
+    write) or "time" (after `delay` seconds). Returns where the run was when killed, or None when it finished
+    first."""
+    start, stale = time.monotonic(), _tmp_dirs(run) if run.exists() else set()
     while proc.poll() is None:
-        writing = delay is None and any(p.name.startswith(".tmp-checkpoint") for p in run.glob(".tmp-*"))
-        if writing or (delay is not None and time.monotonic() - start >= delay) or time.monotonic() - start > 300:
+        elapsed = time.monotonic() - start
+        fired = elapsed > 300
+        try:
+            if when == "start":
+                fired |= (run / "metrics.jsonl").exists() and not list(run.glob("checkpoint-*"))
+            elif when == "write":
+                fired |= bool(_tmp_dirs(run) - stale)
+            else:
+                fired |= elapsed >= delay
+            writing = bool(_tmp_dirs(run) - stale) if run.exists() else False
+        except FileNotFoundError:  # a directory renamed while we looked
+            continue
+        if fired:
+            where = ("writing a checkpoint" if writing else "between checkpoints" if list(run.glob("checkpoint-*"))
+                     else "no checkpoint yet")
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return True
+            return where
         time.sleep(0.002)
-    return False
+    return None
 
 
 def _final(run: Path) -> dict:
@@ -64,20 +83,30 @@ def test_sigkill_anywhere_then_resume_is_bitwise_exact(tmp_path):
 
     rng = random.Random(0)
     kills, cycle = 0, 0
+    places: dict[str, int] = {}
     while kills < KILLS:
         run = tmp_path / f"killed-{cycle}"
         cycle += 1
+        history: list[tuple[str, list[str]]] = []
         while True:
             proc = _launch(run)
-            # alternate: a random time over the whole run (start-up included), or inside a checkpoint write
-            delay = rng.uniform(0.0, duration) if kills % 2 == 0 else None
-            if kills >= KILLS or not _kill_when(proc, run, delay=delay):
+            # each run is first killed before its first checkpoint; then at a random time over the whole run
+            # (start-up included) or inside a checkpoint write, alternately
+            when = "start" if not history else "time" if kills % 2 else "write"
+            delay = rng.uniform(0.0, duration)
+            where = None if kills >= KILLS else _kill_when(proc, run, when=when, delay=delay)
+            if where is None:
                 _, err = proc.communicate(timeout=600)
                 assert proc.returncode == 0, f"cycle {cycle}, after {kills} kills: {err}"
                 break
             kills += 1
+            places[where] = places.get(where, 0) + 1
+            history.append((where, sorted(p.name for p in run.glob("checkpoint-*"))))
         got = _final(run)
         assert got.keys() == want.keys()
-        assert all(got[k].equal(want[k]) for k in want), f"cycle {cycle}: weights differ"
-        assert [(r["step"], r["loss"]) for r in read_metrics(run) if "loss" in r] == want_losses
+        losses = [(r["step"], r["loss"]) for r in read_metrics(run) if "loss" in r]
+        assert losses == want_losses, (cycle, history, losses, want_losses)
+        assert all(got[k].equal(want[k]) for k in want), f"cycle {cycle}: weights differ after kills {history}"
         assert not list(run.glob(".tmp-*"))
+    # the kills hit start-up and checkpoint writes, not only the quiet time between them
+    assert places.get("no checkpoint yet", 0) >= 2 and places.get("writing a checkpoint", 0) >= 5, places

@@ -62,12 +62,36 @@ def test_a_run_killed_before_its_first_checkpoint_restarts(small, resume):
     (run / "config.yaml").write_text("method: sft\n")
     (run / "metrics.jsonl").write_text('{"step": 0, "eval/loss": 1.0}\n{"step": 1, "lo')
     (run / ".tmp-checkpoint-1").mkdir()  # the first checkpoint's write, cut by SIGKILL
+    (run / "config.yaml").write_text(yaml.safe_dump(load_config(base=base).to_dict()))  # what the run wrote
     _, lines = _printed(base, resume=resume)
-    assert f"run_dir '{run}' holds a run stopped before its first checkpoint: starting it again from step 0" in lines
+    (aside,) = run.glob(".stopped-*")
+    assert (f"run_dir '{run}' holds a run stopped before its first checkpoint: starting it again from step 0 "
+            f"(its files are in {aside.name}/)") in lines
     assert "removed .tmp-checkpoint-1, left by an interrupted write" in lines
     assert [s for s, _ in ckpt.list_checkpoints(run)] == [1]
     assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2]  # one run, from step 0
     assert not (run / ".tmp-checkpoint-1").exists()
+    assert (aside / "metrics.jsonl").read_text().startswith('{"step": 0')  # moved aside, never deleted
+    assert (aside / "tensorboard").is_dir() and (aside / "config.yaml").is_file()
+
+
+def test_files_that_are_not_an_alignlab_run_are_never_moved(small):
+    base = small("sft", max_steps=1)
+    run = Path(base["run_dir"])
+    (run / "tensorboard" / "old-experiment").mkdir(parents=True)
+    (run / "config.yaml").write_text("project: mine\n")
+    with pytest.raises(ConfigError, match=r"holds tensorboard, config.yaml that are not an alignlab run's"):
+        train(load_config(base=base))
+    assert (run / "tensorboard" / "old-experiment").is_dir() and (run / "config.yaml").read_text() == "project: mine\n"
+
+
+def test_resume_of_a_finished_run_without_checkpoints_is_refused(small):
+    base = small("sft", max_steps=2)  # save_steps null: final/ only
+    run = train(load_config(base=base)).run_dir
+    before = (run / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="holds a finished run \\(final/\\) and no checkpoint-<step> to continue"):
+        Trainer(load_config(base={**base, "max_steps": 3}), resume=True).train()
+    assert (run / "metrics.jsonl").read_text() == before
 
 
 def test_a_directory_with_a_run_is_still_refused_without_resume(small):

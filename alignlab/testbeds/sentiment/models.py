@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from alignlab.assets import load_tokenizer
+from alignlab.assets.loading import check_safetensors
 from alignlab.assets.tokenizer import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN
 from alignlab.diagnostics.winrate import RewardModelJudge
 from alignlab.errors import AlignlabError
@@ -162,8 +163,11 @@ def load_reward_judge(name_or_path: str, *, batch_size: int = 32) -> RewardModel
     config then gets the same pad id). Texts are cut to 512 tokens (RoBERTa's limit).
     """
     tokenizer = load_tokenizer(name_or_path)
+    local = os.path.isdir(name_or_path)
+    if local:
+        check_safetensors(name_or_path)  # a local directory's weights are never unpickled
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, use_safetensors=local or None)
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "yes", "on")
         why = "not a local directory and the hub is offline" if offline and not os.path.exists(name_or_path) \
