@@ -232,7 +232,18 @@ def test_user_errors_before_heavy_imports(tmp_path):
         ["validate-data", "missing.jsonl"],
         ["diagnose", "--model", "M", "--data", "missing.jsonl"],
         ["generate", "--model", "M", "--prompts", "missing.txt"],
+        ["report", "missing-run"],
+        ["report", "stages"],  # a directory of runs (the quickstart's): names them
+        ["report", "stages/sft", "--pairs", "3,x"],
+        ["report", "stages/sft", "--data", "missing.jsonl"],
+        ["report", "stages/sft", "--out", "no/such/dir/report.html"],
+        ["inspect", "--model", "M", "--ref", "R", "--data", "missing.jsonl", "--index", "0"],
+        ["inspect", "--model", "M", "--ref", "R", "--data", "d.jsonl", "--index", "-1"],
+        ["push", "missing-run", "owner/name"],
+        ["push", "stages/sft", "not a repo id"],
     ]
+    (tmp_path / "stages" / "sft" / "final").mkdir(parents=True)
+    (tmp_path / "stages" / "sft" / "config.yaml").write_text("method: sft\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER_ERRORS, json.dumps(commands)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -378,10 +389,20 @@ def test_parse_columns():
         parse_columns("prompt=a,prompt=b")
 
 
+def test_parse_indices():
+    from alignlab.cli.options import parse_indices
+
+    assert parse_indices(None, "--pairs") == () and parse_indices("3, 17,3", "--pairs") == (3, 17)
+    for bad in ("3,x", "-1", "3,,4"):
+        with pytest.raises(ConfigError, match="is not a record index"):
+            parse_indices(bad, "--pairs")
+
+
 @pytest.mark.parametrize("command", [
     ["validate-data", str(PAIRS)],
     ["score", "--model", "alignlab/tiny-llama", "--data", str(PAIRS), "--out", "x.jsonl"],
     ["diagnose", "--model", "alignlab/tiny-llama", "--data", str(PAIRS)],
+    ["inspect", "--model", "alignlab/tiny-llama", "--ref", "alignlab/tiny-llama", "--data", str(PAIRS), "--index", "0"],
 ], ids=lambda argv: argv[0])
 def test_one_column_map_syntax(command, tmp_path, monkeypatch, capsys):
     """Every command that takes a column map reads `canonical=source,...` with the same parser and message."""

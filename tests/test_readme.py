@@ -12,6 +12,7 @@ run trained once per session); `alignlab ...` runs in process through alignlab.c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -71,6 +72,8 @@ SMOKE: dict[str, Smoke] = {
     "alignlab train --list-keys": Smoke(),
     "accelerate launch --multi_gpu --num_processes 2 -m alignlab.cli train --config recipes/dpo.yaml": Smoke(
         TRAIN, produces=("runs/dpo-*/final",)),
+    "accelerate launch --config_file recipes/accelerate/fsdp2.yaml --num_processes 2 -m alignlab.cli train "
+    "--config recipes/dpo.yaml": Smoke(TRAIN, produces=("runs/dpo-*/final",)),
     # Data
     "alignlab validate-data data.jsonl": Smoke(),
     # Diagnostics
@@ -86,6 +89,16 @@ SMOKE: dict[str, Smoke] = {
         f"--track-flips 4 eval_steps=1 {TRAIN}", produces=("runs/dpo-*/final",)),
     "alignlab score --model runs/x/final --ref alignlab/tiny-llama --data alignlab/data/samples/pairs.jsonl "
     "--out scores.jsonl": Smoke("--limit 8", produces=("scores.jsonl",)),
+    # A run on one page (runs/x: a 2-step DPO run with a checkpoint and no tracked flips, so checkpoints are scored)
+    "alignlab report runs/x": Smoke("--out report.html --max-pairs 8 --flip-pairs 8",
+                                    produces=("report.html", "report.json")),
+    "alignlab report runs/x --pairs 3,17 --generate 4 --out report.html": Smoke(
+        "--data data.jsonl --max-pairs 8 --flip-pairs 8 --max-new-tokens 4", subs=(("3,17", "3,5"),),
+        check=lambda d: [v["index"] for v in _json(d / "report.json")["token_views"]][:2] == [3, 5]
+        and len(_json(d / "report.json")["generations"]) == 4),
+    "alignlab inspect --model runs/x/final --ref alignlab/tiny-llama --data alignlab/data/samples/pairs.jsonl "
+    "--index 3 --top 5": Smoke(),
+    "alignlab push runs/x me/tiny-dpo": Smoke(offline=True),
     # Frozen Lake
     "alignlab testbed frozenlake --seeds 5": Smoke(
         "--seeds 1 --steps 50", produces=("frozenlake/frozenlake.json",)),
@@ -104,6 +117,10 @@ SMOKE: dict[str, Smoke] = {
     "alignlab testbed sentiment --policy gpt2-large --reward-model siebert/sentiment-roberta-large-english "
     "--dataset imdb": Smoke(offline=True),
 }
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _steps(run: Path) -> list[int]:

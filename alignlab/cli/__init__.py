@@ -1,6 +1,7 @@
 """Command line: parse, call the library, print. Every argparse parser and every user-facing print of alignlab
-lives in this package, one module per command (train, score, validate, diagnose, generate, testbed) and
-options.py, the option syntax and cheap checks they share; the library takes arguments and returns results.
+lives in this package, one module per command (train, score, validate, diagnose, generate, report, inspect, push,
+testbed) and options.py, the option syntax and cheap checks they share; the library takes arguments and returns
+results.
 
 `main` is the one place that turns an AlignlabError into output: one stderr line `alignlab: <message>` and
 exit code 2 (with --debug anywhere on the command line it re-raises, so the traceback shows). An OSError (with
@@ -28,6 +29,9 @@ commands:
   diagnose        ranking diagnostics: alignlab diagnose --model M [--ref R] --data D | --run RUN_DIR
   generate        sample completions: alignlab generate --model M --prompts FILE [--n 4 ...]
   score           per-record log-probs: alignlab score --model M --data FILE --out scores.jsonl [--ref R]
+  report          one HTML page of a run: alignlab report RUN_DIR [--ref R] [--data FILE] [--out report.html]
+  inspect         a pair token by token: alignlab inspect --model M --ref R --data FILE --index I [--top K]
+  push            upload a run's final/ to the Hub: alignlab push RUN_DIR REPO_ID
   testbed         run a testbed: alignlab testbed frozenlake [--seeds 5] | alignlab testbed sentiment
 
 add --help after a command for its options; --debug shows tracebacks.
@@ -79,6 +83,24 @@ def _score(argv: list[str]) -> int:
     return score_main(argv)
 
 
+def _report(argv: list[str]) -> int:
+    from alignlab.cli.report import main as report_main
+
+    return report_main(argv)
+
+
+def _inspect(argv: list[str]) -> int:
+    from alignlab.cli.inspect import main as inspect_main
+
+    return inspect_main(argv)
+
+
+def _push(argv: list[str]) -> int:
+    from alignlab.cli.push import main as push_main
+
+    return push_main(argv)
+
+
 def _testbed(argv: list[str]) -> int:
     from alignlab.cli.testbed import main as testbed_main
 
@@ -87,7 +109,7 @@ def _testbed(argv: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train, "validate-data": _validate, "diagnose": _diagnose, "generate": _generate, "score": _score,
-    "testbed": _testbed,
+    "report": _report, "inspect": _inspect, "push": _push, "testbed": _testbed,
 }
 
 

@@ -36,6 +36,19 @@ def parse_columns(text: str | None, flag: str = "--columns") -> dict[str, str] |
     return columns
 
 
+def parse_indices(text: str | None, flag: str) -> tuple[int, ...]:
+    """Record indices `3,17` as a tuple (empty for None); a malformed item is a one-line ConfigError."""
+    if text is None:
+        return ()
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit():
+            raise ConfigError(f"{flag} item '{item}' is not a record index (a whole number >= 0, e.g. {flag} 3,17)")
+        out.append(int(item))
+    return tuple(dict.fromkeys(out))
+
+
 def check_local_file(source: str, suffixes: tuple[str, ...] = LOCAL_SUFFIXES) -> None:
     """Raise DataError `<source>: file not found` when `source` names a local data file that is not there.
 
@@ -47,4 +60,4 @@ def check_local_file(source: str, suffixes: tuple[str, ...] = LOCAL_SUFFIXES) ->
         raise DataError(f"{source}: file not found")
 
 
-__all__ = ["COLUMNS_HELP", "check_local_file", "parse_columns"]
+__all__ = ["COLUMNS_HELP", "check_local_file", "parse_columns", "parse_indices"]

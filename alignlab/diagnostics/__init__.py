@@ -4,7 +4,8 @@ variants, parameter distance, and win rate under a plug-in judge.
 
 These are pure functions over per-pair statistics ([B] summed response log-probs and token counts); the scoring
 engine (scoring.py) produces those statistics from models and caches them, plots.py draws Figures 2 and 3,
-callbacks.FlipTracker logs the flip groups during training, and diagnose.py is `alignlab diagnose`.
+callbacks.FlipTracker logs the flip groups during training, diagnose.py is `alignlab diagnose`, token_views.py the
+per-token views of `alignlab inspect` and report.py the one-page run report of `alignlab report`.
 """
 
 from alignlab.diagnostics.callbacks import FLIP_KEYS, FlipTracker
@@ -35,6 +36,7 @@ from alignlab.diagnostics.ranking import (
     ranking_accuracy,
     ranking_correct,
 )
+from alignlab.diagnostics.report import ReportOptions, ReportResult, build_report
 from alignlab.diagnostics.scoring import (
     PairScores,
     compute_pair_scores,
@@ -42,8 +44,15 @@ from alignlab.diagnostics.scoring import (
     model_fingerprint,
     score_model,
 )
-from alignlab.diagnostics.sequence_scores import score_data, score_examples
+from alignlab.diagnostics.sequence_scores import score_data, score_examples, score_tokens
 from alignlab.diagnostics.ties import SCORE_SPACES, ranking_accuracy_with_ties
+from alignlab.diagnostics.token_views import (
+    PairTokens,
+    SequenceTokens,
+    inspect_pair,
+    pair_token_views,
+    top_tokens,
+)
 from alignlab.diagnostics.votes import (
     ALPHA_FIELDS,
     VoteSummary,
@@ -67,7 +76,11 @@ __all__ = [
     "FlipTracker",
     "GapSummary",
     "PairScores",
+    "PairTokens",
+    "ReportOptions",
+    "ReportResult",
     "RewardModelJudge",
+    "SequenceTokens",
     "VoteSummary",
     "WeightDistance",
     "WinRate",
@@ -75,6 +88,7 @@ __all__ = [
     "alpha_from_counts",
     "alpha_from_votes",
     "alphas_from_records",
+    "build_report",
     "competition_ranks",
     "compute_pair_scores",
     "data_fingerprint",
@@ -87,6 +101,7 @@ __all__ = [
     "group_votes",
     "idealized_ranking_accuracy",
     "idealized_ranking_correct",
+    "inspect_pair",
     "load_prompts",
     "mean_token_entropy",
     "model_fingerprint",
@@ -94,6 +109,7 @@ __all__ = [
     "multi_output_ranking_correct",
     "ngram_counts",
     "ngram_entropy",
+    "pair_token_views",
     "plot_flip_groups",
     "plot_loss_vs_ref_logratio",
     "ranking_accuracy",
@@ -104,6 +120,8 @@ __all__ = [
     "score_data",
     "score_examples",
     "score_model",
+    "score_tokens",
+    "top_tokens",
     "weight_distance",
     "win_rate",
 ]

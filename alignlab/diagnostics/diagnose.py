@@ -21,19 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from alignlab.assets import load_tokenizer
 from alignlab.assets.models import is_builtin
 from alignlab.cache import write_text_atomically
 from alignlab.data import SAMPLES_DIR, DataSpec, load_preference_data
 from alignlab.diagnostics.flips import GROUPS, flip_groups
-from alignlab.diagnostics.plots import plot_flip_groups, plot_loss_vs_ref_logratio
+from alignlab.diagnostics.plots import flip_groups_figure, plot_loss_vs_ref_logratio, save_figure
 from alignlab.diagnostics.ranking import alignment_gap, flip_threshold, ranking_accuracy, ranking_correct
 from alignlab.diagnostics.scoring import PairScores, score_model
 from alignlab.errors import AlignlabError, ConfigError
 from alignlab.losses import dpo_loss
-from alignlab.train.config import load_config, run_config_values
+from alignlab.train.config import TrainConfig
+from alignlab.train.run_info import load_run_config, resolve_run_path
 
 NO_ALPHA_MESSAGE = (
     "no alpha: the data has neither 'alpha' (fraction of raters preferring chosen) nor annotator 'votes', so "
@@ -41,7 +41,7 @@ NO_ALPHA_MESSAGE = (
 )
 
 
-def _subset(examples: list[dict[str, Any]], max_pairs: int, seed: int) -> list[dict[str, Any]]:
+def seeded_subset(examples: list[dict[str, Any]], max_pairs: int, seed: int) -> list[dict[str, Any]]:
     """A seeded random subset of at most max_pairs examples (0: all), kept in data order."""
     if max_pairs == 0 or len(examples) <= max_pairs:
         return examples
@@ -259,7 +259,7 @@ def diagnose_model(
         _check_same_tokenizer(model, ref, tok)
     settings = _cache_settings(tokenizer_name, spec)
     examples, data_report = load_preference_data(data, tok, spec)
-    subset = _subset(examples, max_pairs, seed)
+    subset = seeded_subset(examples, max_pairs, seed)
     policy, policy_cache = _score(model, subset, options, settings, dataset=data)
     ref_scores, ref_cache = (
         (None, None) if ref is None else _score(ref, subset, options, settings, dataset=data)
@@ -349,52 +349,71 @@ def _run_checkpoints(run: Path) -> list[tuple[int, str, Path]]:
     return found
 
 
-def diagnose_run(
+def spread(items: list[Any], most: int | None) -> list[Any]:
+    """At most ``most`` of ``items`` (None: all), evenly spaced, the last one always kept, in order."""
+    if most is None or len(items) <= most:
+        return list(items)
+    if most < 1:
+        return []
+    step = len(items) / most
+    return [items[len(items) - 1 - int(k * step)] for k in range(most)][::-1]
+
+
+def run_data(config: TrainConfig, data: str | None = None) -> tuple[str, DataSpec]:
+    """The pairs a run's diagnostics score and how they are read: ``data`` when given (its own format detected,
+    all its records, truncated as the run truncated), else the run's eval data, else its training data (the
+    bundled sample pairs by default), each read as the run read it."""
+    d = config.data
+    if data is not None:
+        return data, dataclasses.replace(d.spec(d.train_split), format="auto", columns=None, limit=None)
+    if d.eval_data is not None:
+        return d.eval_data, d.spec(d.eval_split)
+    return d.train_data or str(SAMPLES_DIR / "pairs.jsonl"), d.spec(d.train_split)
+
+
+@dataclass
+class CheckpointFlips:
+    """The four flip groups of every checkpoint of a run against its reference, on one seeded subset of pairs.
+
+    rows: one per point, by step: step, label ("reference" at step 0 when training started from it,
+    checkpoint-<step>, final), ranking_accuracy and flip_groups(...).to_dict()'s keys; the rest says what was
+    scored.
+    """
+
+    rows: list[dict[str, Any]]
+    reference: str
+    data: str
+    split: str
+    n_pairs: int
+    beta: float
+
+
+def checkpoint_flips(
     run: str | Path,
+    config: TrainConfig,
     *,
-    beta: float | None = None,
-    out: str | Path | None = None,
+    beta: float,
     max_pairs: int = 256,
     seed: int = 0,
     options: ScoringOptions | None = None,
-) -> DiagnoseResult:
-    """Run mode: score the reference and every checkpoint of the training run in ``run`` on a seeded subset of
-    its data, write ``out``/diagnose.json (one row per checkpoint under "checkpoints") and the Figure 2 plot of
-    the four flip groups against the step. ``out`` defaults to ``run``/diagnose, which must not hold an earlier
-    diagnose.json (a named ``out`` is replaced). ``beta`` defaults to the run's (DPO's 0.1 for reference-free
-    methods).
-    """
+    data: str | None = None,
+    max_checkpoints: int | None = None,
+) -> CheckpointFlips:
+    """Score the reference and every checkpoint of the run in ``run`` (trained with ``config``) on a seeded subset
+    of at most ``max_pairs`` pairs of ``data`` (default: the run's eval data, else its training data), read as the
+    run reads its training data, and count the flip groups at each (scores are cached: scoring.score_model).
+    ``max_checkpoints`` (default: all) scores that many of them, evenly spaced over training, the last included."""
     options = options or ScoringOptions()
     run = Path(run)
-    if not run.is_dir():
-        raise AlignlabError(f"run directory '{run}' does not exist")
-    out = _output_dir(out, run / "diagnose")
-    config_path = run / "config.yaml"
-    if not config_path.is_file():
-        raise AlignlabError(
-            f"run directory '{run}' has no config.yaml (the trainer writes the resolved config there)"
-        )
-    try:
-        saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise AlignlabError(f"{config_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(saved, dict):
-        raise AlignlabError(f"{config_path}: not a mapping of config keys")
-    config = load_config(base=run_config_values(saved))
-    # reference-free methods have no beta of their own: the flip threshold uses DPO's 0.1
-    beta = beta if beta is not None else getattr(config.method.params, "beta", 0.1)
-    checkpoints = _run_checkpoints(run)
-    ref_name = config.model.ref_model or config.model.name
+    checkpoints = spread(_run_checkpoints(run), max_checkpoints)
+    ref_name = resolve_run_path(run, config, config.model.ref_model or config.model.name)
     ref_seed = config.run.seed if is_builtin(ref_name) else 0
-    tokenizer = load_tokenizer(config.model.tokenizer or config.model.name)
-    data = config.data
-    if data.eval_data is not None:
-        source, spec = data.eval_data, data.spec(data.eval_split)
-    else:
-        source, spec = data.train_data or str(SAMPLES_DIR / "pairs.jsonl"), data.spec(data.train_split)
+    tokenizer_name = resolve_run_path(run, config, config.model.tokenizer or config.model.name)
+    tokenizer = load_tokenizer(tokenizer_name)
+    source, spec = run_data(config, data)
     settings = _cache_settings(config.model.tokenizer or config.model.name, spec)
     examples, _ = load_preference_data(source, tokenizer, spec)
-    subset = _subset(examples, max_pairs, seed)
+    subset = seeded_subset(examples, max_pairs, seed)
     ref, _ = _score(ref_name, subset, options, settings, seed=ref_seed, dataset=source)
     # Step 0 is the reference itself when training started from it (the policy is initialised as the reference).
     rows: list[dict[str, Any]] = []
@@ -416,24 +435,58 @@ def diagnose_run(
                 **groups.to_dict(),
             }
         )
-    out.mkdir(parents=True, exist_ok=True)
-    steps = [row["step"] for row in rows]
-    plot = plot_flip_groups(
-        out / "flip_groups.png",
-        steps,
+    return CheckpointFlips(rows, ref_name, source, spec.split, len(subset), beta)
+
+
+def flip_rows_figure(rows: list[dict[str, Any]], title: str) -> Any:
+    """flip_groups_figure of CheckpointFlips.rows (with each group's mean DPO loss where the rows have it)."""
+    losses = {g: [(row.get("mean_loss") or {}).get(g) for row in rows] for g in GROUPS}
+    return flip_groups_figure(
+        [row["step"] for row in rows],
         {g: [row["fractions"][g] for row in rows] for g in GROUPS},
         [row["flipped_fraction"] for row in rows],
-        mean_loss={g: [row["mean_loss"][g] for row in rows] for g in GROUPS},
-        title=f"Flip groups over training: {run.name} ({config.method.name}, {len(subset)} pairs, β={beta:g})",
+        mean_loss=losses if any(v is not None for values in losses.values() for v in values) else None,
+        title=title,
     )
+
+
+def diagnose_run(
+    run: str | Path,
+    *,
+    beta: float | None = None,
+    out: str | Path | None = None,
+    max_pairs: int = 256,
+    seed: int = 0,
+    options: ScoringOptions | None = None,
+) -> DiagnoseResult:
+    """Run mode: score the reference and every checkpoint of the training run in ``run`` on a seeded subset of
+    its data, write ``out``/diagnose.json (one row per checkpoint under "checkpoints") and the Figure 2 plot of
+    the four flip groups against the step. ``out`` defaults to ``run``/diagnose, which must not hold an earlier
+    diagnose.json (a named ``out`` is replaced). ``beta`` defaults to the run's (DPO's 0.1 for reference-free
+    methods).
+    """
+    options = options or ScoringOptions()
+    run = Path(run)
+    if not run.is_dir():
+        raise AlignlabError(f"run directory '{run}' does not exist")
+    out = _output_dir(out, run / "diagnose")
+    config = load_run_config(run)
+    # reference-free methods have no beta of their own: the flip threshold uses DPO's 0.1
+    beta = beta if beta is not None else getattr(config.method.params, "beta", 0.1)
+    flips = checkpoint_flips(run, config, beta=beta, max_pairs=max_pairs, seed=seed, options=options)
+    rows = flips.rows
+    out.mkdir(parents=True, exist_ok=True)
+    figure = flip_rows_figure(
+        rows, f"Flip groups over training: {run.name} ({config.method.name}, {flips.n_pairs} pairs, β={beta:g})")
+    plot = save_figure(figure, out / "flip_groups.png")
     payload = {
         "mode": "run",
         "run": str(run),
         "method": config.method.name,
-        "reference": ref_name,
-        "data": source,
-        "split": spec.split,
-        "n_pairs": len(subset),
+        "reference": flips.reference,
+        "data": flips.data,
+        "split": flips.split,
+        "n_pairs": flips.n_pairs,
         "subset_seed": seed,
         "beta": beta,
         "strict": True,
@@ -444,4 +497,5 @@ def diagnose_run(
     return DiagnoseResult(payload, _write_json(out, payload))
 
 
-__all__ = ["NO_ALPHA_MESSAGE", "DiagnoseResult", "ScoringOptions", "diagnose_model", "diagnose_run", "summarize"]
+__all__ = ["NO_ALPHA_MESSAGE", "CheckpointFlips", "DiagnoseResult", "ScoringOptions", "checkpoint_flips", "diagnose_model",
+           "diagnose_run", "flip_rows_figure", "run_data", "seeded_subset", "spread", "summarize"]

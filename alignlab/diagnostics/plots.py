@@ -1,4 +1,6 @@
-"""PNG plots of the ranking diagnostics (Chen et al. 2024, arXiv 2405.19534, Figures 2 and 3).
+"""Plots of the ranking diagnostics (Chen et al. 2024, arXiv 2405.19534, Figures 2 and 3): each a function that
+returns the Figure (`*_figure`, which `alignlab report` inlines with figure_data_uri) and one that writes it as a
+PNG (`plot_*`, `alignlab diagnose`).
 
 Figures are built on matplotlib's object API (Figure + Agg canvas), so importing this module never changes the
 caller's pyplot backend and needs no display.
@@ -32,13 +34,30 @@ _GROUP_COLORS = {
 }
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG at `path` (its directory created); return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(path)
     return path
+
+
+def figure_data_uri(fig: Figure) -> str:
+    """`fig` as an SVG data URI (for an <img> of a self-contained page): text kept as text in a generic sans-serif
+    font (no embedded or external fonts), no date stamp, ids salted by content so repeated builds are equal."""
+    import base64
+    import io
+
+    import matplotlib
+
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "alignlab"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def plot_loss_vs_ref_logratio(
@@ -50,12 +69,24 @@ def plot_loss_vs_ref_logratio(
     beta: float,
     title: str | None = None,
 ) -> Path:
+    """Figure 3 (loss_vs_ref_logratio_figure) written as a PNG at `path`; returns the path."""
+    return save_figure(loss_vs_ref_logratio_figure(ref_logratio, dpo_loss, correct, beta=beta, title=title), path)
+
+
+def loss_vs_ref_logratio_figure(
+    ref_logratio: Any,
+    dpo_loss: Any,
+    correct: Any,
+    *,
+    beta: float,
+    title: str | None = None,
+) -> Figure:
     """Figure 3: DPO loss against the reference log-ratio c, coloured by ranking correctness, with f(c).
 
     ref_logratio: [N] c = log pi_ref(y_l|x) - log pi_ref(y_w|x) (c > 0: the reference ranks the pair wrongly);
     dpo_loss: [N] softplus(-beta (m + c)); correct: [N] bool, the model ranks the pair correctly (m > 0).
     The curve is Theorem 4.1's f(c) = softplus(-beta c): a pair is correct exactly when its point lies below it.
-    The loss axis is logarithmic when the losses span more than two decades. Writes a PNG; returns its path.
+    The loss axis is logarithmic when the losses span more than two decades.
     """
     c = as_vector(ref_logratio, "ref_logratio").numpy()
     loss = as_vector(dpo_loss, "dpo_loss")
@@ -90,7 +121,7 @@ def plot_loss_vs_ref_logratio(
     ax.set_title(title or f"DPO loss vs reference log-ratio ({c.size} pairs)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="best", framealpha=0.9)
-    return _save(fig, path)
+    return fig
 
 
 def plot_flip_groups(
@@ -102,12 +133,23 @@ def plot_flip_groups(
     mean_loss: Mapping[str, Sequence[float | None]] | None = None,
     title: str | None = None,
 ) -> Path:
+    """Figure 2 (flip_groups_figure) written as a PNG at `path`; returns the path."""
+    return save_figure(flip_groups_figure(steps, fractions, flipped, mean_loss=mean_loss, title=title), path)
+
+
+def flip_groups_figure(
+    steps: Sequence[int],
+    fractions: Mapping[str, Sequence[float]],
+    flipped: Sequence[float | None],
+    *,
+    mean_loss: Mapping[str, Sequence[float | None]] | None = None,
+    title: str | None = None,
+) -> Figure:
     """Figure 2: share of pairs in each flip group (flips.GROUPS) against the training step.
 
     steps: [S] checkpoint steps; fractions[group]: [S] share of all pairs; flipped: [S] share of the initially
     wrong pairs the model now ranks correctly (None where the reference ranks every pair correctly).
     mean_loss[group] (optional): [S] mean DPO loss per group (None for an empty group), drawn in a second panel.
-    Writes a PNG; returns its path.
     """
     x = list(steps)
     panels = 2 if mean_loss is not None else 1
@@ -158,7 +200,8 @@ def plot_flip_groups(
         ax2.set_title("Mean DPO loss per flip group")
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=8, loc="best", framealpha=0.9)
-    return _save(fig, path)
+    return fig
 
 
-__all__ = ["GROUP_LABELS", "plot_flip_groups", "plot_loss_vs_ref_logratio"]
+__all__ = ["GROUP_LABELS", "figure_data_uri", "flip_groups_figure", "loss_vs_ref_logratio_figure", "plot_flip_groups",
+           "plot_loss_vs_ref_logratio", "save_figure"]

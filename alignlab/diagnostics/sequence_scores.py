@@ -15,7 +15,12 @@ Fields, one dict per tokenized example, in input order (all log-probs in nats, s
 - single responses (SFT formats): index, logps, tokens; with a reference ref_logps, kl_forward, kl_reverse;
   with token ids input_ids, labels.
 Records that the data rules drop (an empty response, `response_truncation: drop_example`) have no line; the data
-report counts them. Labels are aligned with input_ids in the Hugging Face convention (-100 where not scored): token t is scored by
+report counts them.
+
+Per token (`score_tokens`, behind `alignlab report` and `alignlab inspect`): each sequence's scored positions as
+rows of their own, through the same `sequence_stats`: a row keeps one label and the sequence's hidden states are
+computed once and shared by its rows (`_SharedRows`), so each row's "sum" is that token's value and the values of
+a sequence add up to its `alignlab score` fields (up to float rounding). Labels are aligned with input_ids in the Hugging Face convention (-100 where not scored): token t is scored by
 the logits at position t - 1, so `log_softmax(model(input_ids).logits)` recomputes every score.
 """
 
@@ -40,7 +45,7 @@ from alignlab.data import (
 )
 from alignlab.diagnostics.scoring import load_scoring_model
 from alignlab.errors import AlignlabError, ConfigError
-from alignlab.models import Trunk, is_paired, score_batches
+from alignlab.models import Trunk, is_paired, score_batches, sequence_stats
 
 DTYPES = ("float32", "bfloat16")
 MIXED_PRECISIONS = ("no", "bf16")
@@ -105,6 +110,87 @@ def _record(example: Mapping[str, Any], values: dict[str, list], i: int, paired:
     return out
 
 
+class _SharedRows(Trunk):
+    """A Trunk for a batch whose rows are copies of one sequence (they differ only in their labels): the model
+    runs the first row once and every row gets its hidden states (a view; the ops then read only the scored
+    position of each row)."""
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                **kwargs: Any) -> torch.Tensor:
+        if input_ids is None or attention_mask is None or kwargs.get("inputs_embeds") is not None:
+            raise ValueError("_SharedRows takes input_ids and a 2D attention_mask")
+        hidden = super().forward(input_ids=input_ids[:1], attention_mask=attention_mask[:1])
+        return hidden.expand(input_ids.shape[0], *hidden.shape[1:])
+
+
+TOKEN_FIELDS = ("token_logps", "ref_token_logps", "kl_forward", "kl_reverse")
+
+
+def _sequence_tokens(policy: Trunk, ref: Trunk, input_ids: Sequence[int], labels: Sequence[int],
+                     chunk_size: int) -> dict[str, list[float | None]]:
+    """TOKEN_FIELDS of one sequence, aligned with input_ids: the value of token t (scored by the logits at t - 1),
+    None where labels[t] is -100."""
+    positions = [t for t, label in enumerate(labels) if label != -100]
+    out: dict[str, list[float | None]] = {name: [None] * len(input_ids) for name in TOKEN_FIELDS}
+    if not positions:
+        return out
+    device = next(policy.parameters()).device
+    rows, length = len(positions), len(input_ids)
+    ids = torch.tensor([list(input_ids)], device=device).expand(rows, length)
+    row_labels = torch.full((rows, length), -100, dtype=torch.long, device=device)
+    index = torch.tensor(positions, device=device)
+    row_labels[torch.arange(rows, device=device), index] = torch.tensor([labels[t] for t in positions],
+                                                                       device=device)
+    stats = sequence_stats(policy, ids, torch.ones_like(ids), row_labels, ref=ref, chunk_size=chunk_size, kl=True,
+                           reverse_kl=True)
+    values = {"token_logps": stats.logps, "ref_token_logps": stats.ref_logps, "kl_forward": stats.kl,
+              "kl_reverse": stats.reverse_kl}
+    for name, column in values.items():
+        for t, value in zip(positions, column.double().cpu().tolist()):
+            out[name][t] = value
+    return out
+
+
+@torch.no_grad()
+def score_tokens(
+    model: torch.nn.Module,
+    ref_model: torch.nn.Module,
+    examples: Sequence[Mapping[str, Any]],
+    *,
+    chunk_size: int = 1024,
+) -> list[dict[str, Any]]:
+    """Per-token scores of tokenized examples under `model` and `ref_model`; one record each, input order.
+
+    Each record: index, and per sequence (chosen_ / rejected_ prefixes for pairs, none for single responses)
+    input_ids, labels and, aligned with input_ids (None where a position is not scored), token_logps
+    log pi(y_t | y_<t), ref_token_logps, kl_forward KL(pi_ref || pi_theta) and kl_reverse KL(pi_theta || pi_ref)
+    at the position that predicts token t, in nats. Their sums over a sequence are `score_examples`' logps,
+    ref_logps, kl_forward and kl_reverse. One forward per sequence and model; models run in eval mode (restored).
+    """
+    _check_sizes(1, chunk_size)
+    if not examples:
+        raise AlignlabError("no examples to score")
+    policy, ref = _SharedRows(model), _SharedRows(ref_model)
+    prefixes = ("chosen_", "rejected_") if is_paired(examples) else ("",)
+    modes = [(m, m.training) for m in (model, ref_model)]
+    for m, _ in modes:
+        m.eval()
+    try:
+        records = []
+        for example in examples:
+            record: dict[str, Any] = {"index": int(example["index"])}
+            for prefix in prefixes:
+                ids, labels = list(example[f"{prefix}input_ids"]), list(example[f"{prefix}labels"])
+                record[f"{prefix}input_ids"], record[f"{prefix}labels"] = ids, labels
+                for name, values in _sequence_tokens(policy, ref, ids, labels, chunk_size).items():
+                    record[f"{prefix}{name}"] = values
+            records.append(record)
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+    return records
+
+
 def data_is_paired(source: str, *, split: str = "train", format: str = "auto") -> bool:
     """Whether a data source holds preference pairs (or rankings) rather than single responses (SFT formats),
     from its format (given, or detected on its first records as training does)."""
@@ -162,4 +248,5 @@ def score_data(
     return records, report
 
 
-__all__ = ["DTYPES", "MIXED_PRECISIONS", "data_is_paired", "score_data", "score_examples"]
+__all__ = ["DTYPES", "MIXED_PRECISIONS", "TOKEN_FIELDS", "data_is_paired", "score_data", "score_examples",
+           "score_tokens"]
