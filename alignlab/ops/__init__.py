@@ -1,15 +1,18 @@
 """Token-level tensor math: everything that touches a [B, T, V] tensor lives here.
 
 `token_stats` is the plain implementation over full logits (the reference); `chunked` computes the same
-per-sequence statistics from hidden states and the lm_head weight one token chunk at a time.
+per-sequence statistics from hidden states and the lm_head weight one tile of tokens at a time,
+tiles sized by a memory budget (`tile_tokens`).
 """
 
 from alignlab.ops.chunked import (
+    DEFAULT_CHUNK_BYTES,
     SequenceStats,
     chunked_argmax,
     chunked_sequence_stats,
     head_logits,
     plain_sequence_stats,
+    tile_tokens,
 )
 from alignlab.ops.token_stats import (
     KL_DIRECTIONS,
@@ -24,6 +27,7 @@ from alignlab.ops.token_stats import (
 )
 
 __all__ = [
+    "DEFAULT_CHUNK_BYTES",
     "KL_DIRECTIONS",
     "SequenceStats",
     "chunked_argmax",
@@ -35,6 +39,7 @@ __all__ = [
     "sequence_kl",
     "sequence_logps",
     "shift_labels",
+    "tile_tokens",
     "token_entropy",
     "token_kl",
     "token_logps",

@@ -1,11 +1,12 @@
-"""The chunked hidden-state path against the plain full-logit path: values and gradients, fp32, rtol 1e-5."""
+"""The chunked hidden-state path against the plain full-logit path (values and gradients, fp32, rtol 1e-5), and
+the memory budget that sizes its tiles."""
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alignlab.ops import chunked_argmax, chunked_sequence_stats, plain_sequence_stats
+from alignlab.ops import chunked, chunked_argmax, chunked_sequence_stats, plain_sequence_stats, tile_tokens
 
 FIELDS = ("logps", "ref_logps", "kl", "reverse_kl", "entropy", "lengths", "token_logps", "ref_token_logps",
           "log_sum_sq")
@@ -206,3 +207,92 @@ def test_log_sum_sq_and_ref_token_logps_against_float64():
     want_ref = logq.gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1) * scored
     torch.testing.assert_close(stats.log_sum_sq, want_lss, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(stats.ref_token_logps, want_ref, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ memory budget
+MIB = 2**20
+
+
+def test_tile_tokens_known_values():
+    """64 MiB over 8 bytes per logit (two live fp32 tiles): 64 tokens at 131k, 256 at 32k, the 1024 cap at 8k."""
+    assert tile_tokens(131072, 8, 64 * MIB, 1024) == 64
+    assert tile_tokens(32768, 8, 64 * MIB, 1024) == 256
+    assert tile_tokens(8192, 8, 64 * MIB, 1024) == 1024
+    assert tile_tokens(131072, 4, 64 * MIB, 1024) == 128
+    assert tile_tokens(131072, 8, 1, 1024) == 1  # a budget below one row still runs, one token at a time
+    assert tile_tokens(131072, 8, None, 300) == 300  # no budget: the token cap alone
+
+
+@settings(max_examples=200, deadline=None)
+@given(vocab=st.integers(1, 300_000), per_logit=st.integers(1, 20), budget=st.integers(1, 2**32),
+       cap=st.integers(1, 4096))
+def test_tile_tokens_is_the_largest_tile_within_budget(vocab, per_logit, budget, cap):
+    tokens = tile_tokens(vocab, per_logit, budget, cap)
+    assert 1 <= tokens <= cap
+    assert tokens == 1 or tokens * vocab * per_logit <= budget
+    assert tokens == cap or (tokens + 1) * vocab * per_logit > budget
+    assert tile_tokens(2 * vocab, per_logit, budget, cap) <= tokens  # shrinks as the vocabulary grows
+
+
+def _tile_rows(monkeypatch, fn, *args, **kwargs):
+    """Runs fn(*args, **kwargs), its backward where it has one, and returns the largest number of rows given to
+    one call of the output head (the tile size) and the result."""
+    rows, head = [], chunked.head_logits
+
+    def spy(h, *a, **k):
+        rows.append(h.shape[0])
+        return head(h, *a, **k)
+
+    monkeypatch.setattr(chunked, "head_logits", spy)
+    out = fn(*args, **kwargs)
+    if isinstance(out, chunked.SequenceStats) and out.logps.requires_grad:
+        out.logps.sum().backward()
+    return max(rows), out
+
+
+@pytest.mark.parametrize("kl,softcap,per_logit", [(False, None, 4), (True, None, 8), (True, 5.0, 12)])
+def test_tiles_follow_the_budget_and_shrink_with_vocab(monkeypatch, kl, softcap, per_logit):
+    """Tokens per tile = the budget over V x 4 bytes x the live fp32 tiles: 1 for log-probs with the reference's
+    (each tile becomes its probabilities in place), 2 with the forward KL, 3 with a soft cap's derivative."""
+    budget, seen = 48 * 4 * 64, []
+    for vocab in (64, 128, 256):
+        h, w, _, hr, wr, labels = _problem(1, batch=4, length=30, vocab=vocab, prompt=1)
+        tokens, _ = _tile_rows(monkeypatch, chunked_sequence_stats, h, w, labels, ref_hidden=hr, ref_weight=wr,
+                               kl=kl, softcap=softcap, chunk_bytes=budget, chunk_size=10_000)
+        assert tokens == budget // (vocab * per_logit)
+        seen.append(tokens)
+        monkeypatch.undo()
+    assert seen[0] > seen[1] > seen[2]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_budget_changes_neither_values_nor_gradients(dtype, tol, softcap):
+    """1-token tiles (a 1-byte budget) against one tile for every token (no budget, no cap), all statistics."""
+    h, w, b, hr, wr, labels = _problem(13, batch=4, length=12, bias=True, dtype=dtype)
+    coefs = torch.randn(2, labels.shape[0], generator=torch.Generator().manual_seed(2), dtype=dtype)
+    out = []
+    for chunk_bytes, chunk_size in ((1, 1024), (None, 10**6)):
+        s = chunked_sequence_stats(h, w, labels, bias=b, softcap=softcap, ref_hidden=hr, ref_weight=wr,
+                                   ref_softcap=softcap, kl=True, reverse_kl=True, entropy=True,
+                                   return_token_logps=True, log_sum_sq=True, chunk_size=chunk_size,
+                                   chunk_bytes=chunk_bytes)
+        loss = (coefs[0] * s.logps).sum() + (coefs[1] * s.kl).sum() + (s.token_logps ** 2).sum() * 0.1
+        out.append((s, torch.autograd.grad(loss, [h, w, b])))
+    (tiny, g_tiny), (whole, g_whole) = out
+    for field in FIELDS:
+        torch.testing.assert_close(getattr(tiny, field), getattr(whole, field), rtol=tol, atol=tol)
+    for a, c in zip(g_tiny, g_whole):
+        torch.testing.assert_close(a, c, rtol=tol, atol=tol)
+
+
+def test_argmax_tiles_follow_the_budget(monkeypatch):
+    h, w, b, _, _, _ = _problem(9, bias=True)
+    tokens, guess = _tile_rows(monkeypatch, chunked_argmax, h, w, bias=b, chunk_bytes=1)
+    assert tokens == 1 and torch.equal(guess, (h @ w.t() + b).argmax(-1))
+
+
+def test_bad_budget_is_an_error():
+    h, w, _, _, _, labels = _problem(0)
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        chunked_sequence_stats(h, w, labels, chunk_bytes=0)

@@ -105,9 +105,15 @@ CASES = [  # (method, layout, extra config): every paired method shares prompts;
 ]
 
 
-@pytest.mark.parametrize(("method", "layout", "extra"), CASES,
-                         ids=[f"{m}-{'+'.join(k for k, v in lay.items() if v is True)}-{'-'.join(e) or 'plain'}"
-                              for m, lay, e in CASES])
+# the fast suite keeps one case per kind of layout and loss (pair shared+packed with and without the token KL,
+# packed only, unpaired, single sequences, IFT's mixed inputs); `pytest -m slow` runs them all
+FAST = {0, 2, 6, 14, 15, 16}
+
+
+@pytest.mark.parametrize(("method", "layout", "extra"), [
+    pytest.param(*case, marks=() if i in FAST else pytest.mark.slow,
+                 id=f"{case[0]}-{'+'.join(k for k, v in case[1].items() if v is True)}-{'-'.join(case[2]) or 'plain'}")
+    for i, case in enumerate(CASES)])
 def test_every_method_trains_alike_on_packed_rows(method, layout, extra, small, tmp_path):
     if extra.get("precompute_ref_logps"):
         extra = {**extra, "ref_cache_dir": str(tmp_path / "ref-cache")}
@@ -121,8 +127,9 @@ def test_every_method_trains_alike_on_packed_rows(method, layout, extra, small, 
     _assert_same_run(padded, packed)
 
 
-@pytest.mark.parametrize("family", ["qwen2", "gemma2", "gpt2"])
-@pytest.mark.parametrize("method", ["dpo", "tdpo2", "sft"])
+@pytest.mark.parametrize(("family", "method"), [
+    pytest.param(f, m, marks=() if (f, m) in {("gemma2", "tdpo2"), ("gpt2", "sft")} else pytest.mark.slow)
+    for f in ("qwen2", "gemma2", "gpt2") for m in ("dpo", "tdpo2", "sft")])
 def test_families_train_alike_on_packed_rows(family, method, saved, small, tmp_path):
     """Qwen2, Gemma-2 (soft-capped head, sliding-window layers, eager attention) and GPT-2 (learned absolute
     positions: packed positions must restart)."""
