@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from alignlab.cli.options import COLUMNS_HELP, check_local_file, parse_columns
-from alignlab.data.spec import DataSpec
+from alignlab.cli.options import add_data_options, check_local_file, data_spec
 from alignlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,16 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "--ref", help="reference model (enables reward accuracy, flip threshold, idealized accuracy)"
     )
     p.add_argument("--data", help="preference data: file, directory or datasets name")
-    p.add_argument("--split", default="train", help="split of --data (default: train)")
     p.add_argument("--tokenizer", help="tokenizer (default: the model's)")
-    p.add_argument("--format", default="auto", help="data format (default: auto-detected)")
-    p.add_argument("--columns", default=None, help=COLUMNS_HELP)
-    p.add_argument(
-        "--max-length", type=int, default=512, help="max tokens of prompt + response (default 512)"
-    )
-    p.add_argument("--max-prompt-length", type=int, default=256, help="max prompt tokens (default 256)")
-    p.add_argument("--prompt-truncation", default="keep_end", choices=("keep_end", "keep_start"))
-    p.add_argument("--response-truncation", default="truncate", choices=("truncate", "drop_example"))
+    add_data_options(p)
     p.add_argument("--run", help="training run directory (config.yaml, checkpoint-<step>/, final/)")
     p.add_argument(
         "--beta",
@@ -239,9 +230,7 @@ def main(argv: Sequence[str]) -> int:
     _check_args(args, parser.parse_args([]))
     spec = None
     if args.run is None:
-        spec = DataSpec(split=args.split, format=args.format, columns=parse_columns(args.columns),
-                        max_length=args.max_length, max_prompt_length=args.max_prompt_length,
-                        prompt_truncation=args.prompt_truncation, response_truncation=args.response_truncation)
+        spec = data_spec(args)
     from alignlab.diagnostics.diagnose import ScoringOptions, diagnose_model, diagnose_run
 
     options = ScoringOptions(bf16=args.bf16, batch_size=args.batch_size, device=args.device,

@@ -14,8 +14,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from alignlab.cli.options import COLUMNS_HELP, check_local_file, parse_columns
-from alignlab.data.spec import DataSpec
+from alignlab.cli.options import add_data_options, check_local_file, data_spec
 from alignlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,11 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=0, metavar="K", help="list the K tokens with the largest |log-ratio| "
                    "and the K with the largest KL")
     p.add_argument("--tokenizer", default=None, help="tokenizer (default: the model's)")
-    p.add_argument("--split", default="train", help="split of a directory or datasets source")
-    p.add_argument("--format", default="auto", help="data format (default: detected, as in training)")
-    p.add_argument("--columns", default=None, help=COLUMNS_HELP)
-    p.add_argument("--max-length", type=int, default=512, help="max tokens of prompt + response")
-    p.add_argument("--max-prompt-length", type=int, default=256, help="max prompt tokens of a long record")
+    add_data_options(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--bf16", action="store_true", help="load the models in bfloat16")
     return p
@@ -100,8 +95,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--index must be a record index >= 0; got {args.index}")
     if args.top < 0:
         raise ConfigError(f"--top must be >= 0; got {args.top}")
-    spec = DataSpec(split=args.split, format=args.format, columns=parse_columns(args.columns),
-                    max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+    spec = data_spec(args)
     check_local_file(args.data)
     # torch and transformers load only now, after every check that needs neither
     from alignlab.diagnostics.token_views import inspect_pair

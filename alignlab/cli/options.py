@@ -7,13 +7,45 @@ that a mistyped path or option is reported at once rather than after seconds of 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
+from alignlab.data.formats import FORMATS
 from alignlab.data.sources import LOCAL_SUFFIXES
+from alignlab.data.spec import PROMPT_TRUNCATIONS, RESPONSE_TRUNCATIONS, SFT_TURNS, DataSpec
 from alignlab.errors import ConfigError, DataError
 
 COLUMNS_HELP = ("column renames, canonical=source pairs separated by commas, e.g. prompt=question,chosen=good "
                 "(a recipe's columns key, as YAML: {prompt: question, chosen: good})")
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, sft_turns: bool = False, limit: str | None = None) -> None:
+    """The options of training's data section (same names and defaults) for a command that reads data as
+    training does; `data_spec` turns them into the loaders' DataSpec. `limit`: the --limit help, when offered."""
+    parser.add_argument("--split", default="train", help="split of a directory or datasets source (a single file is "
+                                                         "its own split)")
+    parser.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                        help="data format (default: detected, as in training)")
+    parser.add_argument("--columns", default=None, help=COLUMNS_HELP)
+    parser.add_argument("--max-length", type=int, default=512, help="max tokens of prompt + response")
+    parser.add_argument("--max-prompt-length", type=int, default=256, help="max prompt tokens of a long record")
+    parser.add_argument("--prompt-truncation", default="keep_end", choices=PROMPT_TRUNCATIONS,
+                        help="which end of a long prompt is kept")
+    parser.add_argument("--response-truncation", default="truncate", choices=RESPONSE_TRUNCATIONS,
+                        help="long responses: cut at the end, or drop the record")
+    if sft_turns:
+        parser.add_argument("--sft-turns", default="all", choices=SFT_TURNS,
+                            help="messages data: all assistant turns or the last")
+    if limit:
+        parser.add_argument("--limit", type=int, default=None, help=limit)
+
+
+def data_spec(args: argparse.Namespace) -> DataSpec:
+    """The DataSpec of the options add_data_options added."""
+    return DataSpec(split=args.split, format=args.format, columns=parse_columns(args.columns),
+                    max_length=args.max_length, max_prompt_length=args.max_prompt_length,
+                    prompt_truncation=args.prompt_truncation, response_truncation=args.response_truncation,
+                    sft_turns=getattr(args, "sft_turns", "all"), limit=getattr(args, "limit", None))
 
 
 def parse_columns(text: str | None, flag: str = "--columns") -> dict[str, str] | None:

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from alignlab.cli.options import COLUMNS_HELP, check_local_file, parse_columns
-from alignlab.data.spec import DataSpec
+from alignlab.cli.options import add_data_options, check_local_file, data_spec
 from alignlab.errors import ConfigError
 
 
@@ -26,15 +25,7 @@ def main(argv: list[str]) -> int:
                         help="add each sequence's input_ids and labels (-100 where not scored)")
     parser.add_argument("--batch-size", type=int, default=8, help="records per forward (a pair is two rows)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer (default: the model's)")
-    parser.add_argument("--split", default="train", help="split of a directory or datasets source")
-    parser.add_argument("--format", default="auto", help="data format (default: detected, as in training)")
-    parser.add_argument("--columns", default=None, help=COLUMNS_HELP)
-    parser.add_argument("--max-length", type=int, default=512, help="max tokens of prompt + response")
-    parser.add_argument("--max-prompt-length", type=int, default=256, help="max prompt tokens of a long record")
-    parser.add_argument("--prompt-truncation", default="keep_end", help="keep_end or keep_start")
-    parser.add_argument("--response-truncation", default="truncate", help="truncate or drop_example")
-    parser.add_argument("--sft-turns", default="all", help="messages data: score all assistant turns or the last")
-    parser.add_argument("--limit", type=int, default=None, help="score the first N records")
+    add_data_options(parser, sft_turns=True, limit="score the first N records")
     parser.add_argument("--dtype", default="float32", help="weights: float32 or bfloat16")
     parser.add_argument("--mixed-precision", default="no", help="no, or bf16 (autocast, as training's key)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -47,10 +38,7 @@ def main(argv: list[str]) -> int:
                         ("--limit", 1 if args.limit is None else args.limit)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    spec = DataSpec(split=args.split, format=args.format, columns=parse_columns(args.columns),
-                    max_length=args.max_length, max_prompt_length=args.max_prompt_length,
-                    prompt_truncation=args.prompt_truncation, response_truncation=args.response_truncation,
-                    sft_turns=args.sft_turns, limit=args.limit)
+    spec = data_spec(args)
     check_local_file(args.data)
     # torch and transformers load only now, after every check that needs neither
     from alignlab.diagnostics.generation import write_jsonl
