@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from alignlab.data import collate_preference, collate_sft
 from alignlab.models.causal_lm import sequence_stats
 from alignlab.models.packing import PackedLayout
+from alignlab.ops import DEFAULT_CHUNK_BYTES
 
 
 def is_paired(examples: Sequence[Mapping[str, Any]]) -> bool:
@@ -29,7 +30,8 @@ def is_paired(examples: Sequence[Mapping[str, Any]]) -> bool:
 @torch.no_grad()
 def score_batches(trunk: nn.Module, examples: Sequence[Mapping[str, Any]], *, pad_id: int,
                   ref: nn.Module | None = None, batch_size: int = 8, chunked: bool = True, chunk_size: int = 1024,
-                  kl: bool = False, prefix_sharing: bool = False, packing: bool = False) -> dict[str, Tensor]:
+                  chunk_bytes: int | None = DEFAULT_CHUNK_BYTES, kl: bool = False, prefix_sharing: bool = False,
+                  packing: bool = False) -> dict[str, Tensor]:
     """Per-sequence statistics of every example under a Trunk (and a reference Trunk), in input order.
 
     Returns CPU tensors [S, N] with S = 2 for pairs (row 0 chosen, row 1 rejected) and 1 for single sequences:
@@ -65,7 +67,8 @@ def score_batches(trunk: nn.Module, examples: Sequence[Mapping[str, Any]], *, pa
             batch = {k: v.to(device) for k, v in batch.items()}
             ids, mask, labels = (batch[k] for k in ("input_ids", "attention_mask", "labels"))
             stats = sequence_stats(trunk, ids, mask, labels, ref=ref, layout=PackedLayout.from_batch(batch),
-                                   chunked=chunked, chunk_size=chunk_size, kl=kl, reverse_kl=kl)
+                                   chunked=chunked, chunk_size=chunk_size, chunk_bytes=chunk_bytes, kl=kl,
+                                   reverse_kl=kl)
             values = {"logps": stats.logps, "tokens": stats.lengths, "ref_logps": stats.ref_logps,
                       "kl_forward": stats.kl, "kl_reverse": stats.reverse_kl}
             cols = torch.tensor(positions)

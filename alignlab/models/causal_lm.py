@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from alignlab.errors import ConfigError
 from alignlab.models.packing import PackedLayout, attention_masks, mask_plan
 from alignlab.ops import (
+    DEFAULT_CHUNK_BYTES,
     SequenceStats,
     chunked_argmax,
     chunked_sequence_stats,
@@ -405,13 +406,15 @@ def _hidden(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, inputs_
 
 def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *,
                    ref: Trunk | None = None, inputs_embeds: Tensor | None = None, layout: PackedLayout | None = None,
-                   chunked: bool = True, chunk_size: int = 1024, kl: bool = False, reverse_kl: bool = False,
-                   entropy: bool = False, token_logps: bool = False, log_sum_sq: bool = False) -> SequenceStats:
+                   chunked: bool = True, chunk_size: int = 1024, chunk_bytes: int | None = DEFAULT_CHUNK_BYTES,
+                   kl: bool = False, reverse_kl: bool = False, entropy: bool = False, token_logps: bool = False,
+                   log_sum_sq: bool = False) -> SequenceStats:
     """Per-sequence statistics of a batch under a Trunk (possibly DDP-wrapped) and optionally a reference Trunk.
 
     input_ids, attention_mask, labels [B, T] (HF-aligned labels, -100 where not scored); inputs_embeds [B, T, H]
     replaces input_ids for the policy (IFT). The reference runs without gradient on input_ids. chunked: the
-    token-tiled ops (never [B, T, V] logits) or the plain full-logit reference. Returns SequenceStats ([B] fields;
+    token-tiled ops (never [B, T, V] logits; tiles of at most chunk_size tokens and chunk_bytes of temporaries) or
+    the plain full-logit reference. Returns SequenceStats ([B] fields;
     kl = forward sum_t KL(ref || policy), reverse_kl = sum_t KL(policy || ref)).
 
     layout: the batch's packed rows (alignlab.models.packing; input_ids, attention_mask and labels stay the
@@ -432,13 +435,14 @@ def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
             kwargs["ref_hidden"] = _hidden(ref, input_ids, attention_mask, None, layout).to(ref_head.weight.device)
         kwargs.update(ref_head.ops_kwargs("ref_"))
     fn = chunked_sequence_stats if chunked else plain_sequence_stats
-    return fn(hidden, labels=labels, chunk_size=chunk_size, kl=kl, reverse_kl=reverse_kl, entropy=entropy,
+    return fn(hidden, labels=labels, chunk_size=chunk_size, chunk_bytes=chunk_bytes, kl=kl, reverse_kl=reverse_kl, entropy=entropy,
               return_token_logps=token_logps, log_sum_sq=log_sum_sq, **kwargs)
 
 
 @torch.no_grad()
 def greedy_next_tokens(trunk: nn.Module, attention_mask: Tensor, inputs_embeds: Tensor, *,
-                       chunk_size: int = 1024, layout: PackedLayout | None = None) -> Tensor:
+                       chunk_size: int = 1024, chunk_bytes: int | None = DEFAULT_CHUNK_BYTES,
+                       layout: PackedLayout | None = None) -> Tensor:
     """argmax of the model's next-token logits at every position, without full logits: [B, T, H] -> [B, T].
 
     With a packed layout, inputs_embeds are its rows' [R, T', H] and so are the guesses [R, T'] (attention_mask
@@ -449,7 +453,7 @@ def greedy_next_tokens(trunk: nn.Module, attention_mask: Tensor, inputs_embeds: 
         hidden = trunk(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
     head = unwrap_trunk(trunk).head()
     return chunked_argmax(hidden, head.weight, bias=head.bias, scale=head.scale, softcap=head.softcap,
-                          chunk_size=chunk_size)
+                          chunk_size=chunk_size, chunk_bytes=chunk_bytes)
 
 
 __all__ = [

@@ -253,7 +253,9 @@ class ModelConfig(_Section):
     mixed_precision: str = _key("no", "autocast precision", ("no", "bf16", "fp16"))
     gradient_checkpointing: bool = _key(False, "recompute activations in backward")
     chunked_ops: bool = _key(True, "log-probs and KL from hidden states in token chunks (false: full logits)")
-    chunk_size: int = _key(1024, "tokens per chunk of the vocabulary projection")
+    chunk_size: int = _key(1024, "most tokens per tile of the vocabulary projection (tiles are sized by chunk_mib)")
+    chunk_mib: int = _key(64, "memory budget of one tile of the chunked ops in MiB: its [tokens, V] temporaries "
+                              "(policy and reference) stay within it; raise it on a GPU for speed")
     prefix_sharing: bool = _key(True, "paired methods: each pair's prompt runs once ([prompt; chosen; rejected] under "
                                       "a block attention mask, exact); a model that cannot: padded batches, one line")
     packing: bool = _key(False, "pack sequences (pairs, with prefix_sharing) into rows without padding; attention "
@@ -270,7 +272,7 @@ class ModelConfig(_Section):
 
     def validate(self) -> None:
         super().validate()
-        self._at_least(("chunk_size", "lora_r"), 1)
+        self._at_least(("chunk_size", "chunk_mib", "lora_r"), 1)
         self._at_least(("packing_tokens",), 1, optional=True)
         if self.packing_tokens is not None and not self.packing:
             raise ConfigError("config key 'packing_tokens' has no effect without packing: true")
@@ -394,8 +396,9 @@ class TrainConfig:
         if self.optim.micro_batch_size < least or self.run.eval_batch_size < least:
             raise ConfigError(f"method '{name}' needs micro_batch_size and eval_batch_size >= {least} (its KL "
                               "reference point pairs each prompt with another example's completion)")
-        if model.chunk_size != model._default("chunk_size") and not (model.chunked_ops or method.mixes_inputs):
-            raise ConfigError("config key 'chunk_size' has no effect without chunked_ops: true")
+        for key in ("chunk_size", "chunk_mib"):
+            if getattr(model, key) != model._default(key) and not (model.chunked_ops or method.mixes_inputs):
+                raise ConfigError(f"config key '{key}' has no effect without chunked_ops: true")
         return self
 
 

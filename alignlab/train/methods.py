@@ -49,7 +49,7 @@ def sequence_stats(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, 
         inputs_embeds = _embeds(trunk, batch["input_ids"] if layout is None else layout.input_ids)
     return models.sequence_stats(trunk, batch["input_ids"], batch["attention_mask"], batch["labels"], ref=ref,
                                  inputs_embeds=inputs_embeds, layout=layout, chunked=cfg.model.chunked_ops,
-                                 chunk_size=cfg.model.chunk_size,
+                                 chunk_size=cfg.model.chunk_size, chunk_bytes=cfg.model.chunk_mib * 2**20,
                                  kl=kl, reverse_kl=reverse_kl, entropy=entropy, token_logps=token_logps,
                                  log_sum_sq=log_sum_sq)
 
@@ -184,7 +184,7 @@ def sequence_step(cfg: TrainConfig, trunk: Trunk, batch: dict[str, Tensor], *, l
         if lam > 0:
             # one-step-ahead greedy guesses from the gold prefix, never full logits
             guesses = models.greedy_next_tokens(trunk, batch["attention_mask"], e_true, chunk_size=cfg.model.chunk_size,
-                                                layout=layout)
+                                                chunk_bytes=cfg.model.chunk_mib * 2**20, layout=layout)
             guess = torch.cat([ids[:, :1], guesses[:, :-1]], dim=1)  # guess[:, t] predicts the token at t
             if layout is not None:
                 guess = torch.where(layout.position_ids > 0, guess, ids)

@@ -351,7 +351,8 @@ class Trainer:
             with autocast(cfg.model.mixed_precision, acc.device):
                 logps = score_batches(Trunk(ref), [scored[i] for i in positions], pad_id=self.pad_id,
                                       batch_size=cfg.run.eval_batch_size, chunked=cfg.model.chunked_ops,
-                                      chunk_size=cfg.model.chunk_size)["logps"]
+                                      chunk_size=cfg.model.chunk_size,
+                                      chunk_bytes=cfg.model.chunk_mib * 2**20)["logps"]
             return logps.t().contiguous()  # [len(positions), 2]: (chosen, rejected)
 
         table, cached = cached_reference_logps(directory, fingerprint, scored, compute,
@@ -565,7 +566,8 @@ class Trainer:
         if not cfg.method.record.paired:
             raise ConfigError("score_pairs needs a preference method")
         kwargs = {"pad_id": self.pad_id, "batch_size": cfg.run.eval_batch_size, "chunked": cfg.model.chunked_ops,
-                  "chunk_size": cfg.model.chunk_size, **self.layout_options}
+                  "chunk_size": cfg.model.chunk_size, "chunk_bytes": cfg.model.chunk_mib * 2**20,
+                  **self.layout_options}
         with autocast(cfg.model.mixed_precision, self.accelerator.device):
             policy = score_batches(self.trunk, examples, **kwargs)
             if self.ref_model is not None or (cfg.model.lora and cfg.method.record.needs_ref):

@@ -68,6 +68,8 @@ def test_every_key_documented_under_its_section():
     (["method=ift", "ift_ramp_steps=10"], "'ift_ramp_steps' has no effect without ift_lambda_schedule: linear"),
     (["method=dpo", "ref_cache_dir=/tmp/x"], "'ref_cache_dir' has no effect without precompute_ref_logps"),
     (["method=dpo", "chunked_ops=false", "chunk_size=64"], "'chunk_size' has no effect"),
+    (["method=dpo", "chunked_ops=false", "chunk_mib=16"], "'chunk_mib' has no effect"),
+    (["method=dpo", "chunk_mib=0"], "'chunk_mib' must be >= 1"),
     (["method=ift", "ift_lambda_noise_std=-1"], "'ift_lambda_noise_std' must be >= 0"),
     (["method=ift", "ift_gamma=1.0"], r"'ift_gamma' must be in \[0, 1\)"),
     (["method=tdpo2", "beta=-0.1"], "'beta' must be > 0"),

@@ -335,3 +335,23 @@ def test_resume_never_unpickles_code_from_the_run_directory(small, tmp_path):
     with pytest.raises(ConfigError, match="never loads a pickled scheduler"):
         Trainer(load_config(base={**base, "run_dir": str(run)}), resume=True).train()
     assert not marker.exists()
+
+
+def test_the_tile_budget_reaches_the_ops(small, monkeypatch):
+    """chunk_mib is honoured: the trainer's step hands the ops that many bytes (and the losses do not move)."""
+    import alignlab.models.causal_lm as causal_lm
+
+    seen: list[int | None] = []
+    real = causal_lm.chunked_sequence_stats
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("chunk_bytes"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(causal_lm, "chunked_sequence_stats", spy)
+    small_budget = Trainer(load_config(base=small("tdpo2", max_steps=1, chunk_mib=1))).train_step(0)
+    assert seen and set(seen) == {2**20}
+    seen.clear()
+    default = Trainer(load_config(base=small("tdpo2", max_steps=1))).train_step(0)
+    assert set(seen) == {64 * 2**20}
+    assert small_budget["loss"] == pytest.approx(default["loss"], rel=1e-6)
