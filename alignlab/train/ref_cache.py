@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from alignlab.assets import model_fingerprint
 from alignlab.cache import content_key, write_atomically, write_json_atomically
 
 # Bump when the reference's log-probs or the cache key change for the same model and examples, so older cache
 # files are not reused (2: the output head's transform, e.g. Gemma-2's soft-cap, is applied; 3: keys use
-# alignlab.cache's model and data fingerprints, LoRA-aware).
-REF_CACHE_VERSION = "3"
+# alignlab.cache's model and data fingerprints, LoRA-aware; 4: safetensors, never a pickle — ref_cache_dir is a
+# path a user names).
+REF_CACHE_VERSION = "4"
 
 
 def reference_fingerprint(name_or_path: str, *, seed: int = 0) -> str:
@@ -51,10 +54,13 @@ def cached_reference_logps(
     strided shard, the shards are gathered and the main process writes the file atomically.
     Returns (table, was_cached).
     """
-    path = cache_dir / f"{fingerprint}.pt"
+    path = cache_dir / f"{fingerprint}.safetensors"
     if path.is_file():
-        table = torch.load(path, map_location="cpu", weights_only=True)
-        if table.shape == (len(examples), 2):
+        try:
+            table = load_file(str(path))["logps"]
+        except (OSError, KeyError, SafetensorError):  # damaged or foreign: computed again and rewritten
+            table = None
+        if table is not None and table.shape == (len(examples), 2) and table.dtype == torch.float64:
             return table, True
     positions = list(range(rank, len(examples), world))
     local = compute(positions) if positions else torch.zeros(0, 2, dtype=torch.float64)
@@ -64,7 +70,7 @@ def cached_reference_logps(
         if pos:
             table[torch.tensor(pos)] = torch.tensor(values, dtype=torch.float64)
     if rank == 0:
-        write_atomically(path, lambda tmp: torch.save(table, tmp))
+        write_atomically(path, lambda tmp: save_file({"logps": table}, str(tmp)))
         write_json_atomically(cache_dir / f"{fingerprint}.json", {"n_examples": len(examples)})
     barrier()
     return table, False

@@ -60,6 +60,7 @@ from alignlab.train.metrics import MetricsWriter
 from alignlab.train.model_card import write_model_card
 from alignlab.train.modeling import autocast, load_policy, load_reference, reference_trunk
 from alignlab.train.ref_cache import REF_CACHE_VERSION, cached_reference_logps, reference_fingerprint
+from alignlab.train.run_info import load_run_config
 from alignlab.train.run_lock import RunLock
 
 # Keys that may change between a run and its resumption; any other difference is an error.
@@ -822,9 +823,8 @@ def _prompt_groups(examples: Sequence[dict[str, Any]]) -> list[list[int]]:
 def _is_alignlab_run(run_dir: Path) -> bool:
     """Whether run_dir/config.yaml is a config alignlab wrote (it loads as one)."""
     try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        load_config(base=run_config_values(saved))
-    except (OSError, yaml.YAMLError, ConfigError, TypeError, AttributeError):
+        load_run_config(run_dir)
+    except (AlignlabError, TypeError, AttributeError):
         return False
     return True
 

@@ -295,3 +295,25 @@ def test_a_write_that_fails_on_another_process_fails_here_too(tmp_path):
         ckpt.build_checkpoint(tmp_path / "checkpoint-4", lambda tmp: (tmp / "model.safetensors").write_bytes(b"x"),
                               barrier=lambda: None, any_failed=any_failed)
     assert votes == [False] and not list(tmp_path.iterdir())  # this process wrote fine; nothing is left behind
+
+
+def test_the_reference_cache_is_safetensors_and_a_damaged_file_is_recomputed(tmp_path):
+    """ref_cache_dir is a path a user names: the cache is never unpickled; a file that does not read is redone."""
+    from safetensors.torch import load_file
+
+    from alignlab.train.ref_cache import cached_reference_logps
+
+    calls: list[list[int]] = []
+
+    def compute(positions: list[int]) -> torch.Tensor:
+        calls.append(positions)
+        return torch.tensor([[float(-p), float(-2 * p)] for p in positions], dtype=torch.float64)
+
+    examples = [{}] * 3
+    table, cached = cached_reference_logps(tmp_path, "key", examples, compute)
+    assert not cached and torch.equal(load_file(str(tmp_path / "key.safetensors"))["logps"], table)
+    again, cached = cached_reference_logps(tmp_path, "key", examples, compute)
+    assert cached and torch.equal(again, table) and len(calls) == 1
+    (tmp_path / "key.safetensors").write_bytes(b"\x80\x04not a safetensors file")  # e.g. a pickle put there
+    redone, cached = cached_reference_logps(tmp_path, "key", examples, compute)
+    assert not cached and torch.equal(redone, table) and len(calls) == 2
