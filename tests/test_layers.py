@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "alignlab"
-RANK = {"cli": 6, "testbeds": 5, "diagnostics": 4, "train": 3, "losses": 2, "models": 2, "ops": 1, "data": 0,
-        "assets": 0, "cache": -1, "errors": -2}
+RANK = {"cli": 6, "testbeds": 5, "online": 5, "diagnostics": 4, "train": 3, "losses": 2, "models": 2, "judges": 2,
+        "ops": 1, "data": 0, "assets": 0, "cache": -1, "errors": -2}
 
 
 def _layer(module: str) -> str | None:
