@@ -2,8 +2,8 @@
 
 A checkpoint holds the model in Hugging Face format (a peft adapter for LoRA runs unless merged weights are
 asked for), the tokenizer, `trainer_state.json` (step, epoch, data position, config, the LR scheduler's state)
-and `state/` (optimizer and RNG states through accelerate's save_state, which also handles FSDP and DeepSpeed
-shards and loads them with weights_only=True): nothing in a run directory is unpickled unrestricted. It is
+and `state/` (the optimizer, loss-scaler and RNG states as safetensors and JSON, alignlab.train.train_state):
+nothing in a run directory is pickled or unpickled. It is
 built by every process in one temporary directory and renamed into place (`build_checkpoint`, through
 alignlab.cache.build_dir_atomically with the accelerator's barrier); the rename is the commit point: a crash
 mid-write leaves at most a `.tmp-*` directory (`remove_stale_temporaries` deletes it when the run restarts),
@@ -243,7 +243,7 @@ def write_manifest(directory: Path) -> Path:
 
 
 def manifest_problem(directory: Path, *, checksums: bool = True) -> str | None:
-    """What is wrong with `directory` against its manifest.json (e.g. "state/optimizer.bin: size 123 != 456"),
+    """What is wrong with `directory` against its manifest.json (e.g. "state/optimizer.safetensors: size 123 != 456"),
     or None when every listed file matches.
 
     Sizes are compared first for every file (cheap), then sha256 unless `checksums` is false. A missing or

@@ -10,7 +10,7 @@ through `accelerator.prepare`, for two reasons found in accelerate 1.15's source
 - its FSDP2 checkpoints are torch.distributed.checkpoint directories, whose `.metadata` torch reads with
   `pickle.load` (torch/distributed/checkpoint/filesystem.py), and alignlab never unpickles a run directory.
 One code path therefore serves CPU (gloo) and GPU (NCCL): accelerate still provides the process group, the
-device, reductions and the RNG states of `save_state`.
+device and reductions.
 
 Layout. Each decoder layer (the model's `_no_split_modules`, or the config's
 `fsdp_transformer_layer_cls_to_wrap`) is one FSDP unit, resharded after its forward as the config says. The
@@ -24,18 +24,15 @@ reference is sharded the same way, after it was copied from the unsharded policy
 once used (it has no backward to reshard it; the chunked backward reads its head too). Exact: the head's weight
 is the same full matrix a single process would use, and its gradient is reduced like every other one.
 
-Checkpoint state (`state/` of a checkpoint, beside accelerate's RNG files): every process writes its own shards
-of the model and of the optimizer state as safetensors (`fsdp2-model-rank<r>-of-<w>.safetensors`,
-`fsdp2-optimizer-rank<r>-of-<w>.safetensors`) and the optimizer's hyper-parameters as JSON; nothing is pickled.
-A resume needs the same number of processes. `final/` and each checkpoint's model directory hold the full state
-dict, gathered to the main process (`full_state_dict`), so they load with `AutoModelForCausalLM`.
+Checkpoints: alignlab.train.train_state writes each process's shards of the weights and of the optimizer state as
+safetensors (nothing pickled); a resume needs the same number of processes. `final/` and each checkpoint's model
+directory hold the full state dict, gathered to the main process (`full_state_dict`), so they load with
+`AutoModelForCausalLM`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -96,7 +93,8 @@ def shard(trunk: Trunk) -> Trunk:
 
 
 # ------------------------------------------------------------------------------------------------ norms
-def _local(t: torch.Tensor) -> torch.Tensor:
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """This process's shard of an FSDP2 DTensor; a plain tensor as it is."""
     return t.to_local() if hasattr(t, "to_local") else t
 
 
@@ -108,7 +106,7 @@ def global_norm(tensors: list[torch.Tensor]) -> float:
     tensors = [t for t in tensors if t is not None]
     if not tensors:
         return 0.0
-    local = torch.stack([torch.linalg.vector_norm(_local(t).detach(), dtype=torch.float64) ** 2
+    local = torch.stack([torch.linalg.vector_norm(local_tensor(t).detach(), dtype=torch.float64) ** 2
                          for t in tensors]).sum()
     if dist.is_initialized():
         dist.all_reduce(local)
@@ -124,80 +122,4 @@ def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def _files(directory: Path, rank: int, world: int) -> tuple[Path, Path, Path]:
-    tag = f"rank{rank}-of-{world}"
-    return (directory / f"{_PREFIX}-model-{tag}.safetensors", directory / f"{_PREFIX}-optimizer-{tag}.safetensors",
-            directory / f"{_PREFIX}-optimizer.json")
-
-
-def save_state(directory: Path, trunk: nn.Module, optimizer: torch.optim.Optimizer, *, rank: int, world: int,
-               is_main: bool) -> None:
-    """Write this process's shards of the model and optimizer state into `directory` (module docstring)."""
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    model_file, optim_file, meta_file = _files(directory, rank, world)
-    model = {name: _local(t).detach().contiguous().clone() for name, t in trunk.state_dict().items()}
-    save_file(model, str(model_file))
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, entry in state["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = _local(value).detach().contiguous().clone()
-            else:
-                scalars[f"{index}.{key}"] = value
-    save_file(tensors, str(optim_file))
-    if is_main:
-        meta_file.write_text(json.dumps({"world": world, "param_groups": state["param_groups"], "scalars": scalars},
-                                        indent=1), encoding="utf-8")
-
-
-def state_problem(directory: Path, *, world: int, sharded: bool) -> str | None:
-    """Why a checkpoint's `state/` cannot be resumed by this run (FSDP2 or not, and its process count), or None."""
-    meta = directory / f"{_PREFIX}-optimizer.json"
-    if not meta.is_file():
-        return ("it was written without FSDP2; resume it with the launch that wrote it (not FSDP2)"
-                if sharded else None)
-    if not sharded:
-        return "it holds FSDP2 shards; resume it under FSDP2 (accelerate launch --config_file ... fsdp2.yaml)"
-    saved = json.loads(meta.read_text(encoding="utf-8"))["world"]
-    if saved != world:
-        return f"its FSDP2 shards are for {saved} processes and this run has {world}; resume with {saved}"
-    return None
-
-
-def load_state(directory: Path, trunk: nn.Module, optimizer: torch.optim.Optimizer, *, rank: int,
-               world: int) -> None:
-    """Load this process's shards written by `save_state` into the sharded trunk and its optimizer."""
-    from safetensors.torch import load_file
-    from torch.distributed.tensor import DTensor
-
-    model_file, optim_file, meta_file = _files(directory, rank, world)
-
-    def like(reference: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-        if isinstance(reference, DTensor):
-            return DTensor.from_local(local.to(reference.device), reference.device_mesh, reference.placements,
-                                      shape=reference.shape, stride=reference.stride())
-        return local.to(reference.device)
-
-    current = trunk.state_dict()
-    saved = load_file(str(model_file))
-    trunk.load_state_dict({name: like(current[name], saved[name]) for name in current})
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    tensors = load_file(str(optim_file))
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        param = params[int(index)]
-        # per-element state (moments) is sharded like its parameter; scalars such as `step` are plain
-        sharded = isinstance(param, DTensor) and value.shape == param.to_local().shape
-        state.setdefault(int(index), {})[name] = like(param, value) if sharded else value
-    for key, value in meta["scalars"].items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-__all__ = ["full_state_dict", "global_norm", "load_state", "requested", "save_state", "shard", "state_problem"]
+__all__ = ["full_state_dict", "global_norm", "local_tensor", "requested", "shard"]

@@ -45,7 +45,7 @@ from alignlab.data.collate import collate_unpaired
 from alignlab.errors import AlignlabError, ConfigError, RunInterrupted
 from alignlab.models import Trunk, packed_layout_problem, score_batches
 from alignlab.train import checkpoint as ckpt
-from alignlab.train import fsdp
+from alignlab.train import fsdp, train_state
 from alignlab.train.callbacks import TrainerCallback
 from alignlab.train.config import TrainConfig, load_config, run_config_values
 from alignlab.train.methods import (
@@ -136,6 +136,11 @@ class _StopSignals:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+_NO_DEEPSPEED_RESUME = ("--resume is not available under DeepSpeed: its optimizer state exists only in DeepSpeed's "
+                        "pickled checkpoint format, which alignlab never loads; resumable runs use one process, DDP "
+                        "or FSDP2 (recipes/accelerate/)")
 
 
 class Trainer:
@@ -252,12 +257,12 @@ class Trainer:
         name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.optim.lr_scheduler]
         # Not prepared: accelerate's wrapper steps the schedule once per process; here it steps once per update.
         self.scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
-        if self.sharded:  # accelerate never sees them: alignlab.train.fsdp says why, and saves their state
+        if self.sharded:  # accelerate never sees them: alignlab.train.fsdp says why
             self.trunk, self.optimizer = trunk, optimizer
         else:
             self.trunk, self.optimizer = acc.prepare(trunk, optimizer)
-        # The scheduler is saved as JSON in trainer_state.json, not registered with accelerate: accelerate would
-        # pickle it and unpickle it on --resume with weights_only=False, running code from the run directory.
+        # Checkpoints save the scheduler as JSON in trainer_state.json and the rest through train_state, never
+        # through accelerate's save_state, which pickles them.
         self.params = params
 
     @property
@@ -321,6 +326,10 @@ class Trainer:
             raise ConfigError("gradient_accumulation_steps must be 1 under DeepSpeed (accelerate steps DeepSpeed's "
                               "engine in every backward): raise micro_batch_size or the number of processes")
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = self.cfg.optim.micro_batch_size
+        if self.resume:
+            raise ConfigError(_NO_DEEPSPEED_RESUME)
+        self._print("DeepSpeed: checkpoints hold the weights, not the optimizer state (DeepSpeed stores it only in "
+                    "its own pickled format, which alignlab never loads), so --resume is not available")
 
     def _check_precision(self) -> None:
         """fp16 trains only where accelerate scales the loss: it creates its GradScaler for GPUs alone (accelerator.py,
@@ -603,11 +612,12 @@ class Trainer:
                                        "scheduler": self.scheduler.state_dict()})
                 if final:  # a model card, so a pushed final/ documents itself (before the manifest lists it)
                     write_model_card(tmp, self.run_dir, cfg, examples=self.train_examples)
-            if not final:
-                acc.save_state(str(tmp / "state"), safe_serialization=True)  # FSDP2: the RNG states only
-                if self.sharded:  # each process's shards of the weights and the optimizer state
-                    fsdp.save_state(tmp / "state", self.trunk, self.optimizer, rank=acc.process_index,
-                                    world=acc.num_processes, is_main=acc.is_main_process)
+            if not final:  # optimizer, loss scaler and RNG states as safetensors and JSON (train_state)
+                deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+                train_state.save(tmp / "state", self.trunk if self.sharded else acc.unwrap_model(self.trunk),
+                                 None if deepspeed else self.optimizer, rank=acc.process_index,
+                                 world=acc.num_processes, is_main=acc.is_main_process, sharded=self.sharded,
+                                 scaler=acc.scaler)
 
         # adds manifest.json; a failed write (disk full) leaves the older checkpoints and raises one line
         ckpt.build_checkpoint(target, write, is_main=acc.is_main_process, barrier=acc.wait_for_everyone,
@@ -640,21 +650,19 @@ class Trainer:
         if int(state["step"]) >= self.total_steps:
             raise ConfigError(f"--resume: {latest.name} is at step {state['step']}, and this run has "
                               f"{self.total_steps} steps: nothing to train (raise max_steps or epochs to go on)")
-        pickled = sorted(p.name for p in (latest / "state").glob("custom_checkpoint_*"))
-        if pickled or "scheduler" not in state:  # accelerate would unpickle these with weights_only=False
-            raise ConfigError(f"--resume: {latest / 'state'} holds {', '.join(pickled) or 'no JSON scheduler state'}; "
-                              "alignlab never loads a pickled scheduler (it could run code): resume from a "
-                              "checkpoint this version wrote, or start the run in a new run_dir")
-        problem = fsdp.state_problem(latest / "state", world=self.accelerator.num_processes, sharded=self.sharded)
+        if "scheduler" not in state:
+            raise ConfigError(f"--resume: {latest / ckpt.STATE_FILE} has no scheduler state; resume from a checkpoint "
+                              "this version wrote, or start the run in a new run_dir")
+        problem = train_state.resume_problem(latest / "state", world=self.accelerator.num_processes,
+                                             sharded=self.sharded, scaler=self.accelerator.scaler)
         if problem:
             raise ConfigError(f"--resume: {latest.name}: {problem}")
         return latest, state
 
     def _restore(self, latest: Path, state: dict[str, Any]) -> int:
-        self.accelerator.load_state(str(latest / "state"))  # optimizer, RNG: accelerate loads them weights_only
-        if self.sharded:  # this process's shards of the weights and the optimizer state (safetensors)
-            fsdp.load_state(latest / "state", self.trunk, self.optimizer, rank=self.accelerator.process_index,
-                            world=self.accelerator.num_processes)
+        acc = self.accelerator
+        train_state.load(latest / "state", self.trunk if self.sharded else acc.unwrap_model(self.trunk),
+                         self.optimizer, rank=acc.process_index, world=acc.num_processes, scaler=acc.scaler)
         self.scheduler.load_state_dict(state["scheduler"])
         self._print(f"resumed from {latest} at step {state['step']}")
         return int(state["step"])

@@ -33,7 +33,7 @@ def _fake_checkpoint(run: Path, step: int, *, manifest: bool = True, stamped: bo
     directory = run / f"checkpoint-{step}"
     (directory / "state").mkdir(parents=True)
     (directory / "model.safetensors").write_bytes(bytes(range(256)) * 8)
-    (directory / "state" / "optimizer.bin").write_bytes(b"\1" * 456)
+    (directory / "state" / "optimizer.safetensors").write_bytes(b"\1" * 456)
     state = {"step": step, "epoch": 0.5, "global_batch": 4, "config": {"method": "sft"}, "scheduler": {}}
     if stamped:
         ckpt.write_state(directory, state)
@@ -53,17 +53,17 @@ def _truncate(path: Path, size: int) -> None:
 def test_manifest_catches_truncation_alteration_and_loss(tmp_path):
     directory = _fake_checkpoint(tmp_path, 10)
     listed = json.loads((directory / "manifest.json").read_text())["files"]
-    assert sorted(listed) == ["model.safetensors", "state/optimizer.bin", "trainer_state.json"]
-    assert listed["state/optimizer.bin"]["size"] == 456
+    assert sorted(listed) == ["model.safetensors", "state/optimizer.safetensors", "trainer_state.json"]
+    assert listed["state/optimizer.safetensors"]["size"] == 456
     assert ckpt.manifest_problem(directory) is None
 
-    _truncate(directory / "state" / "optimizer.bin", 123)
-    assert ckpt.manifest_problem(directory) == "state/optimizer.bin: size 123 != 456"
-    (directory / "state" / "optimizer.bin").write_bytes(b"\2" * 456)  # same size, other bytes
-    assert ckpt.manifest_problem(directory) == "state/optimizer.bin: sha256 differs from manifest.json"
+    _truncate(directory / "state" / "optimizer.safetensors", 123)
+    assert ckpt.manifest_problem(directory) == "state/optimizer.safetensors: size 123 != 456"
+    (directory / "state" / "optimizer.safetensors").write_bytes(b"\2" * 456)  # same size, other bytes
+    assert ckpt.manifest_problem(directory) == "state/optimizer.safetensors: sha256 differs from manifest.json"
     assert ckpt.manifest_problem(directory, checksums=False) is None  # sizes only
-    (directory / "state" / "optimizer.bin").unlink()
-    assert ckpt.manifest_problem(directory) == "state/optimizer.bin is missing"
+    (directory / "state" / "optimizer.safetensors").unlink()
+    assert ckpt.manifest_problem(directory) == "state/optimizer.safetensors is missing"
     _truncate(directory / "manifest.json", 20)
     assert ckpt.manifest_problem(directory) == "manifest.json is unreadable"
 
@@ -72,10 +72,10 @@ def test_resume_falls_back_past_a_damaged_checkpoint(tmp_path):
     run = tmp_path / "run"
     _fake_checkpoint(run, 10)
     newest = _fake_checkpoint(run, 20)
-    _truncate(newest / "state" / "optimizer.bin", 123)
+    _truncate(newest / "state" / "optimizer.safetensors", 123)
     found, notes = ckpt.latest_valid_checkpoint(run)
     assert found == run / "checkpoint-10"
-    assert notes == ["checkpoint-20 is damaged (state/optimizer.bin: size 123 != 456); resuming from checkpoint-10"]
+    assert notes == ["checkpoint-20 is damaged (state/optimizer.safetensors: size 123 != 456); resuming from checkpoint-10"]
 
     _truncate(newest / ckpt.STATE_FILE, 7)  # a truncated trainer_state.json, too
     assert ckpt.latest_valid_checkpoint(run)[0] == run / "checkpoint-10"
@@ -263,7 +263,7 @@ def test_resume_skips_a_damaged_checkpoint_and_removes_leftovers(small):
     base = small("sft", max_steps=3, save_steps=1)
     run = train(load_config(base=base)).run_dir
     assert [s for s, _ in ckpt.list_checkpoints(run)] == [1, 2]
-    optimizer = run / "checkpoint-2" / "state" / "optimizer.bin"
+    optimizer = run / "checkpoint-2" / "state" / "optimizer.safetensors"
     size = optimizer.stat().st_size
     _truncate(optimizer, size // 2)
     leftover = run / ".tmp-checkpoint-3"  # a checkpoint write killed by SIGKILL
@@ -273,7 +273,7 @@ def test_resume_skips_a_damaged_checkpoint_and_removes_leftovers(small):
     printed: list[str] = []
     Trainer(load_config(base=base), resume=True, console=SimpleNamespace(print=printed.append)).train()
     expected = [
-        f"checkpoint-2 is damaged (state/optimizer.bin: size {size // 2} != {size}); resuming from checkpoint-1",
+        f"checkpoint-2 is damaged (state/optimizer.safetensors: size {size // 2} != {size}); resuming from checkpoint-1",
         "removed .tmp-checkpoint-3, left by an interrupted write",
         f"resumed from {run / 'checkpoint-1'} at step 1",
     ]

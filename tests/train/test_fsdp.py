@@ -11,6 +11,7 @@ and deepspeed exist, and fp16's refusal where accelerate cannot scale the loss.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -80,12 +81,24 @@ def test_fsdp_version_1_is_refused(monkeypatch):
 
 
 def test_resume_refuses_state_of_another_layout(tmp_path):
-    (tmp_path / "fsdp2-optimizer.json").write_text('{"world": 2, "param_groups": [], "scalars": {}}')
-    assert fsdp.state_problem(tmp_path, world=2, sharded=True) is None
-    assert "resume with 2" in fsdp.state_problem(tmp_path, world=4, sharded=True)
-    assert "under FSDP2" in fsdp.state_problem(tmp_path, world=1, sharded=False)
-    assert "without FSDP2" in fsdp.state_problem(tmp_path / "none", world=2, sharded=True)
-    assert fsdp.state_problem(tmp_path / "none", world=1, sharded=False) is None
+    from alignlab.train import train_state
+
+    def meta(**values):
+        (tmp_path / "state.json").write_text(json.dumps({
+            "format": train_state.FORMAT, "world": 2, "sharded": True, "optimizer": True, "param_groups": [],
+            "optimizer_scalars": {}, "scaler": None, **values}))
+
+    meta()
+    assert train_state.resume_problem(tmp_path, world=2, sharded=True) is None
+    assert "resume with 2" in train_state.resume_problem(tmp_path, world=4, sharded=True)
+    assert "under FSDP2" in train_state.resume_problem(tmp_path, world=1, sharded=False)
+    meta(sharded=False, world=1)
+    assert "without FSDP2" in train_state.resume_problem(tmp_path, world=2, sharded=True)
+    assert train_state.resume_problem(tmp_path, world=1, sharded=False) is None
+    assert "loss-scaler" in train_state.resume_problem(tmp_path, world=1, sharded=False, scaler=object())
+    meta(sharded=False, optimizer=False)
+    assert "DeepSpeed" in train_state.resume_problem(tmp_path, world=1, sharded=False)
+    assert "missing" in train_state.resume_problem(tmp_path / "none", world=1, sharded=False)
 
 
 # ------------------------------------------------------------------------------------------- fp16
@@ -167,11 +180,13 @@ HEAD_CHECK = textwrap.dedent("""
     before = {n: p.detach().full_tensor().clone() for n, p in sharded.named_parameters()}
     moment = optimizer.state[optimizer.param_groups[0]["params"][0]]["exp_avg"].full_tensor().clone()
     out = sys.argv[1]
-    fsdp.save_state(__import__("pathlib").Path(out), sharded, optimizer, rank=dist.get_rank(), world=2,
-                    is_main=dist.get_rank() == 0)
+    from alignlab.train import train_state
+
+    train_state.save(__import__("pathlib").Path(out), sharded, optimizer, rank=dist.get_rank(), world=2,
+                     is_main=dist.get_rank() == 0, sharded=True)
     dist.barrier()
     optimizer.step()
-    fsdp.load_state(__import__("pathlib").Path(out), sharded, optimizer, rank=dist.get_rank(), world=2)
+    train_state.load(__import__("pathlib").Path(out), sharded, optimizer, rank=dist.get_rank(), world=2)
     for n, p in sharded.named_parameters():
         assert torch.equal(p.detach().full_tensor(), before[n]), n
     restored = optimizer.state[optimizer.param_groups[0]["params"][0]]["exp_avg"]
@@ -205,14 +220,14 @@ def test_fsdp2_two_processes_match_one(method, tmp_path):
     assert _losses(two, "eval/loss") == pytest.approx(_losses(one, "eval/loss"), rel=0, abs=1e-5)
     # it really was sharded: each process wrote its shards; the checkpoint's manifest lists them
     state = two / "checkpoint-2" / "state"
-    assert sorted(p.name for p in state.glob("fsdp2-*")) == [
-        *(f"fsdp2-{kind}-rank{r}-of-2.safetensors" for kind in ("model", "optimizer") for r in (0, 1)),
-        "fsdp2-optimizer.json"]
+    assert sorted(p.name for p in state.iterdir()) == sorted([
+        *(f"{kind}-rank{r}-of-2.safetensors" for kind in ("model", "optimizer") for r in (0, 1)),
+        "rng-rank0.safetensors", "rng-rank1.safetensors", "state.json"])
     from alignlab.train import checkpoint as ckpt
 
     assert ckpt.manifest_problem(two / "checkpoint-2") is None
     manifest = (two / "checkpoint-2" / "manifest.json").read_text()
-    assert "state/fsdp2-model-rank1-of-2.safetensors" in manifest
+    assert "state/model-rank1-of-2.safetensors" in manifest
     # final/ holds the full weights: AutoModelForCausalLM loads every tensor of the model
     from transformers import AutoModelForCausalLM
 

@@ -314,7 +314,8 @@ class _Payload:
 
 
 def test_resume_never_unpickles_code_from_the_run_directory(small, tmp_path):
-    """A checkpoint's scheduler is JSON; a crafted pickle dropped into the run directory is never executed."""
+    """A checkpoint's state is safetensors and JSON only; a checkpoint holding accelerate's pickled files (an older
+    alignlab, or a crafted pickle dropped into the run directory) is refused in one line and never executed."""
     import pickle
 
     run = tmp_path / "run"
@@ -325,21 +326,28 @@ def test_resume_never_unpickles_code_from_the_run_directory(small, tmp_path):
             original(step) if step < 2 else (_ for _ in ()).throw(_Stop()))
         trainer.train()
     latest = ckpt.latest_checkpoint(run)
-    assert [p.name for p in latest.rglob("*.pkl")] == ["random_states_0.pkl"]  # loaded weights_only
+    assert sorted(p.name for p in (latest / "state").iterdir()) == [
+        "model.safetensors", "optimizer.safetensors", "rng-rank0.safetensors", "state.json"]
+    assert not [p for p in run.rglob("*") if p.suffix in (".pkl", ".bin", ".pt")]
     assert "scheduler" in ckpt.read_state(latest)
     resumed = Trainer(load_config(base={**base, "max_steps": 3}), resume=True)
     resumed.train()
     assert resumed.scheduler.state_dict()["last_epoch"] == 3  # the JSON scheduler state continued
     marker = tmp_path / "pwned"
-    (latest / "state" / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.raises(ConfigError, match="never loads a pickled scheduler"):
-        Trainer(load_config(base={**base, "run_dir": str(run)}), resume=True).train()
+    latest = ckpt.latest_checkpoint(run)
+    for name in ("random_states_0.pkl", "optimizer.bin"):  # what accelerate's save_state used to write
+        (latest / "state" / name).write_bytes(pickle.dumps(_Payload(marker)))
+    (latest / "state" / "state.json").unlink()
+    ckpt.write_manifest(latest)  # as that older version listed them: not damage, another format
+    with pytest.raises(ConfigError, match="never unpickles a run directory") as error:
+        Trainer(load_config(base={**base, "run_dir": str(run), "max_steps": 5}), resume=True).train()
+    assert "optimizer.bin, random_states_0.pkl" in str(error.value) and "\n" not in str(error.value)
     assert not marker.exists()
 
 
 def test_the_tile_budget_reaches_the_ops(small, monkeypatch):
     """chunk_mib is honoured: the trainer's step hands the ops that many bytes (and the losses do not move)."""
-    import alignlab.models.causal_lm as causal_lm
+    from alignlab.models import causal_lm
 
     seen: list[int | None] = []
     real = causal_lm.chunked_sequence_stats
