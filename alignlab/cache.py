@@ -1,5 +1,6 @@
 """Content keys, fingerprints and atomic writes: the one place every cache and output file of alignlab uses.
 
+- Where: `cache_dir()` is the root of alignlab's user cache (`$ALIGNLAB_CACHE_DIR`, else the XDG cache).
 - Keys: `content_key(payload)` is the sha256 of the payload's canonical JSON (sorted keys, no whitespace), so
   two payloads that are equal as data give the same key whatever their dict order.
 - Fingerprints: `model_fingerprint(location)` identifies a model's weights without reading them (LoRA-aware: an
@@ -43,6 +44,20 @@ _TMP_PREFIX = ".tmp-"
 _TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 # A private temporary build directory older than this is left over from a crashed build and may be removed.
 _STALE_TMP_SECONDS = 6 * 3600
+
+
+# ------------------------------------------------------------------------------------------------------ where
+def cache_dir() -> Path:
+    """Root of alignlab's cache: ``$ALIGNLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/alignlab``, else
+    ``~/.cache/alignlab``. Not created here.
+    """
+    explicit = os.environ.get("ALIGNLAB_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "alignlab"
+    return Path.home() / ".cache" / "alignlab"
 
 
 # ------------------------------------------------------------------------------------------------------ keys
@@ -328,6 +343,7 @@ def build_dir_atomically(
 
 __all__ = [
     "build_dir_atomically",
+    "cache_dir",
     "content_key",
     "data_fingerprint",
     "model_fingerprint",

@@ -232,6 +232,11 @@ def test_user_errors_before_heavy_imports(tmp_path):
         ["validate-data", "missing.jsonl"],
         ["diagnose", "--model", "M", "--data", "missing.jsonl"],
         ["generate", "--model", "M", "--prompts", "missing.txt"],
+        ["winrate", "--model", "M", "--baseline", "B", "--prompts", "missing.txt", "--judge", "py:m:f"],
+        ["winrate", "--model", "M", "--baseline", "B", "--prompts", str(PAIRS), "--judge", "rm"],
+        ["winrate", "--model", "M", "--baseline", "B", "--prompts", str(PAIRS), "--judge", "https://h/v1"],
+        ["winrate", "--model", "M", "--baseline", "B", "--prompts", str(PAIRS), "--judge", "py:m:f",
+         "--temperatures", "0.5,x"],
         ["report", "missing-run"],
         ["report", "stages"],  # a directory of runs (the quickstart's): names them
         ["report", "stages/sft", "--pairs", "3,x"],

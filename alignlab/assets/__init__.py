@@ -5,7 +5,14 @@ random weights; any other name or path goes to ``transformers`` ``from_pretraine
 """
 
 from alignlab.assets._cache import cache_dir
-from alignlab.assets.loading import load_model, load_tokenizer, model_fingerprint, resolve, resolve_device
+from alignlab.assets.loading import (
+    load_model,
+    load_sequence_classifier,
+    load_tokenizer,
+    model_fingerprint,
+    resolve,
+    resolve_device,
+)
 from alignlab.assets.models import BUILTIN_MODELS, DEFAULT_MODEL, model_path
 from alignlab.assets.tokenizer import build_tokenizer, tokenizer_path
 
@@ -15,6 +22,7 @@ __all__ = [
     "build_tokenizer",
     "cache_dir",
     "load_model",
+    "load_sequence_classifier",
     "load_tokenizer",
     "model_fingerprint",
     "model_path",

@@ -1,4 +1,5 @@
-"""The user cache for built artefacts: where it lives and the versioned content key of an artefact.
+"""The user cache for built artefacts: the versioned content key of an artefact (its root, `cache_dir`, is
+alignlab.cache's).
 
 An artefact is a directory ``<cache_dir>/<kind>/<name>-<key>`` whose ``key`` hashes everything its bytes
 depend on; it is built with ``alignlab.cache.build_dir_atomically``, so a reader sees either nothing or a
@@ -8,8 +9,6 @@ launch``) each build privately; the first rename wins and the loser discards its
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import tokenizers
@@ -17,21 +16,10 @@ import transformers
 
 from alignlab import cache
 
+cache_dir = cache.cache_dir  # the root lives with the other cache knowledge, in alignlab.cache
+
 # Bump when a builder changes what it writes for the same inputs, so old cache entries are not reused.
 BUILDER_VERSION = "1"
-
-
-def cache_dir() -> Path:
-    """Root of alignlab's cache: ``$ALIGNLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/alignlab``, else
-    ``~/.cache/alignlab``. Not created here.
-    """
-    explicit = os.environ.get("ALIGNLAB_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "alignlab"
-    return Path.home() / ".cache" / "alignlab"
 
 
 def _major(version: str) -> str:

@@ -14,7 +14,13 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from alignlab.assets.models import BUILTIN_MODELS, DEFAULT_MODEL, check_builtin, is_builtin, model_path
 from alignlab.assets.tokenizer import tokenizer_path
@@ -214,7 +220,13 @@ def load_model(
             f"seed={seed} only applies to built-in models ({', '.join(BUILTIN_MODELS)}); '{name}' has its "
             "own weights"
         )
-    source = resolve(name, seed=seed)
+    return _from_pretrained(AutoModelForCausalLM, resolve(name, seed=seed), torch_dtype, allow_pickle, kwargs)
+
+
+def _from_pretrained(
+    auto_class: type, source: str, torch_dtype: torch.dtype | str | None, allow_pickle: bool, kwargs: dict
+) -> PreTrainedModel:
+    """`auto_class.from_pretrained(source)` under the safetensors-only rule, with one-line load errors."""
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
     if not allow_pickle:
@@ -226,7 +238,7 @@ def load_model(
         # transformers looks for a peft adapter with its own settings, which do not inherit local_files_only
         kwargs["adapter_kwargs"] = {**(kwargs.get("adapter_kwargs") or {}), "local_files_only": True}
     try:
-        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        return auto_class.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         if not allow_pickle and "use_safetensors" in str(exc):  # transformers found only pickled weights
             raise ConfigError(
@@ -234,3 +246,25 @@ def load_model(
                 "(it can run code); pass allow_pickle=True if you trust it"
             ) from exc
         raise _load_error("model", source, exc, unreachable) from exc
+
+
+def load_sequence_classifier(
+    name_or_path: str | os.PathLike, *, dtype: torch.dtype | str | None = None, allow_pickle: bool = False
+) -> PreTrainedModel:
+    """Load a sequence-classification model (a reward model or classifier) from a directory or hub id.
+
+    `AutoModelForSequenceClassification.from_pretrained` under load_model's rules (safetensors only unless
+    `allow_pickle`, `dtype` as there, one-line load errors). A checkpoint without a trained classification head
+    (a causal LM, a built-in model) is refused in one line: transformers would initialise the head at random,
+    and every reward would be noise.
+    """
+    name = os.fspath(name_or_path)
+    model, info = _from_pretrained(AutoModelForSequenceClassification, resolve(name), _check_dtype(dtype),
+                                   allow_pickle, {"output_loading_info": True})
+    head = sorted(key for key in info.get("missing_keys", ()) if not key.startswith(model.base_model_prefix + "."))
+    if head:
+        raise ConfigError(
+            f"'{name}' has no trained classification head ({head[0]} is not in the checkpoint, so it would be "
+            "random); pass a *ForSequenceClassification checkpoint (a reward model)"
+        )
+    return model

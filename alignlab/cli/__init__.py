@@ -1,7 +1,7 @@
 """Command line: parse, call the library, print. Every argparse parser and every user-facing print of alignlab
-lives in this package, one module per command (train, score, validate, diagnose, generate, report, inspect, push,
-testbed) and options.py, the option syntax and cheap checks they share; the library takes arguments and returns
-results.
+lives in this package, one module per command (train, score, validate, diagnose, generate, winrate, report,
+inspect, push, testbed) and options.py, the option syntax and cheap checks they share; the library takes
+arguments and returns results.
 
 `main` is the one place that turns an AlignlabError into output: one stderr line `alignlab: <message>` and
 exit code 2 (with --debug anywhere on the command line it re-raises, so the traceback shows). An OSError (with
@@ -28,6 +28,7 @@ commands:
   validate-data   check a data file: alignlab validate-data data.jsonl [--sft]
   diagnose        ranking diagnostics: alignlab diagnose --model M [--ref R] --data D | --run RUN_DIR
   generate        sample completions: alignlab generate --model M --prompts FILE [--n 4 ...]
+  winrate         judged win rate: alignlab winrate --model M --baseline B --prompts FILE --judge SPEC
   score           per-record log-probs: alignlab score --model M --data FILE --out scores.jsonl [--ref R]
   report          one HTML page of a run: alignlab report RUN_DIR [--ref R] [--data FILE] [--out report.html]
   inspect         a pair token by token: alignlab inspect --model M --ref R --data FILE --index I [--top K]
@@ -77,6 +78,12 @@ def _generate(argv: list[str]) -> int:
     return generate_main(argv)
 
 
+def _winrate(argv: list[str]) -> int:
+    from alignlab.cli.winrate import main as winrate_main
+
+    return winrate_main(argv)
+
+
 def _score(argv: list[str]) -> int:
     from alignlab.cli.score import main as score_main
 
@@ -109,7 +116,7 @@ def _testbed(argv: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": _train, "validate-data": _validate, "diagnose": _diagnose, "generate": _generate, "score": _score,
-    "report": _report, "inspect": _inspect, "push": _push, "testbed": _testbed,
+    "winrate": _winrate, "report": _report, "inspect": _inspect, "push": _push, "testbed": _testbed,
 }
 
 

@@ -1,6 +1,6 @@
 """Ranking diagnostics (Chen et al. 2024, arXiv 2405.19534): ranking accuracy, idealized ranking accuracy and the
 alignment gap, the flip threshold of Theorem 4.1, flip groups, rater proportions from votes, multi-output and tie
-variants, parameter distance, and win rate under a plug-in judge.
+variants, parameter distance, and win rate under any judge of alignlab.judges.
 
 These are pure functions over per-pair statistics ([B] summed response log-probs and token counts); the scoring
 engine (scoring.py) produces those statistics from models and caches them, plots.py draws Figures 2 and 3,
@@ -63,7 +63,7 @@ from alignlab.diagnostics.votes import (
     group_votes,
     require_alpha_source,
 )
-from alignlab.diagnostics.winrate import RewardModelJudge, WinRate, win_rate
+from alignlab.diagnostics.winrate import WinRate, win_rate
 
 __all__ = [
     "ALPHA_FIELDS",
@@ -79,7 +79,6 @@ __all__ = [
     "PairTokens",
     "ReportOptions",
     "ReportResult",
-    "RewardModelJudge",
     "SequenceTokens",
     "VoteSummary",
     "WeightDistance",

@@ -307,6 +307,7 @@ def generate(
     seed: int = 0,
     batch_size: int = 16,
     ref_model: torch.nn.Module | None = None,
+    score: bool = True,
 ) -> list[dict[str, Any]]:
     """Sample n completions per prompt and score them; one record per (prompt, sample), prompt-major order.
 
@@ -315,9 +316,12 @@ def generate(
     Each record: prompt_index, sample_index, prompt, completion (text, no EOS), completion_ids (with the EOS
     when one was generated), num_tokens (= len(completion_ids), the scored positions), finished (ended with
     EOS), logp, entropy, and with ref_model: ref_logp, kl_sample, kl_forward, kl_reverse (module docstring).
-    Models are put in eval mode for the call and restored afterwards.
+    score=False skips the teacher-forced pass (no statistics; ref_model is then not allowed): for callers that
+    need only the samples. Models are put in eval mode for the call and restored afterwards.
     """
     check_sampling_options(n, temperature, top_p, top_k, max_new_tokens, seed, batch_size)
+    if ref_model is not None and not score:
+        raise ConfigError("ref_model is only used to score the samples; it needs score=True")
     prompt_ids = _encode_prompts(tokenizer, prompts)
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
@@ -339,7 +343,8 @@ def generate(
                 pad_id=pad_id,
                 bos_id=tokenizer.bos_token_id,
             )
-            stats = score_completions(model, batch_prompts, completions, pad_id=pad_id, ref_model=ref_model)
+            stats = (score_completions(model, batch_prompts, completions, pad_id=pad_id, ref_model=ref_model)
+                     if score else {})
             for k, ((i, s), ids) in enumerate(zip(batch, completions)):
                 finished = bool(ids) and ids[-1] in eos_ids
                 text_ids = ids[:-1] if finished else ids

@@ -2,14 +2,17 @@
 (the "win rate vs reference" of Chen et al. 2024, arXiv 2405.19534, Sec. 5 and App. E; that paper releases no
 judge code, so the judge is a plug-in).
 
-Two kinds of judge, chosen explicitly with `pairwise`:
+Two kinds of judge (alignlab.judges.interface), chosen by `pairwise`, which defaults to the judge's own
+`pairwise` attribute (False for a plain function):
   pairwise=False (reward judge):  judge(prompt, completion) -> float reward. Example i scores 1 if A's reward is
       higher, 0.5 on equal rewards, 0 otherwise. A judge with a `score_batch(prompts, completions)` method (e.g.
       RewardModelJudge) is called once for all completions instead of once per completion.
   pairwise=True:  judge(prompt, a, b) -> probability in [0, 1] (or bool) that `a` is better. Example i scores that
       probability. By default the A/B order is randomised per example (seeded) to cancel position bias: when
-      swapped, the judge sees (prompt, b, a) and the score is 1 - its answer.
-win rate = mean score; the interval is the percentile bootstrap over examples.
+      swapped, the judge sees (prompt, b, a) and the score is 1 - its answer. A judge with
+      `compare_batch(prompts, completions_a, completions_b)` (e.g. HttpJudge) is called once for all pairs.
+win rate = mean score; the interval is the percentile bootstrap over examples, or over groups of examples
+(`groups`: the n samples of one prompt are resampled together, since they are not independent).
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from alignlab.errors import AlignlabError
+from alignlab.judges import Judge
 
 _BOOTSTRAP_CHUNK = 4_000_000  # resampled indices held at once
 
@@ -31,7 +34,8 @@ _BOOTSTRAP_CHUNK = 4_000_000  # resampled indices held at once
 class WinRate:
     """win_rate in [0, 1] with its percentile-bootstrap interval [ci_low, ci_high] at `confidence`.
 
-    wins / ties / losses count examples scoring > 0.5, == 0.5, < 0.5; scores holds the per-example scores [n].
+    wins / ties / losses count examples scoring > 0.5, == 0.5, < 0.5; scores holds the per-example scores [n];
+    n_groups is the number of resampled units (n without groups).
     """
 
     win_rate: float
@@ -47,6 +51,7 @@ class WinRate:
     randomized_order: bool
     n_bootstrap: int
     seed: int
+    n_groups: int
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -81,15 +86,23 @@ def _reward_scores(
 
 
 def _pairwise_scores(
-    judge: Callable[..., Any],
+    judge: Any,
     prompts: list[str],
     completions_a: list[str],
     completions_b: list[str],
     swaps: np.ndarray,
 ) -> np.ndarray:
-    scores = np.empty(len(prompts))
-    for index, (prompt, a, b) in enumerate(zip(prompts, completions_a, completions_b)):
-        answer = judge(prompt, b, a) if swaps[index] else judge(prompt, a, b)
+    n = len(prompts)
+    firsts = [b if swap else a for a, b, swap in zip(completions_a, completions_b, swaps)]
+    seconds = [a if swap else b for a, b, swap in zip(completions_a, completions_b, swaps)]
+    if hasattr(judge, "compare_batch"):
+        answers = list(judge.compare_batch(prompts, firsts, seconds))
+        if len(answers) != n:
+            raise AlignlabError(f"judge.compare_batch returned {len(answers)} answers for {n} pairs")
+    else:
+        answers = [judge(p, first, second) for p, first, second in zip(prompts, firsts, seconds)]
+    scores = np.empty(n)
+    for index, answer in enumerate(answers):
         try:
             value = float(answer)
         except (TypeError, ValueError):
@@ -109,23 +122,58 @@ def _as_texts(values: Sequence[str], name: str) -> list[str]:
     return list(values)
 
 
+def _group_index(groups: Sequence[Any], n: int) -> np.ndarray:
+    """[n] group numbers 0, 1, ... in order of first appearance."""
+    groups = list(groups)
+    if len(groups) != n:
+        raise AlignlabError(f"groups has {len(groups)} labels but there are {n} completion pairs")
+    numbers: dict[Any, int] = {}
+    try:
+        return np.array([numbers.setdefault(label, len(numbers)) for label in groups], dtype=np.int64)
+    except TypeError:
+        raise AlignlabError("groups must be hashable labels such as prompt indices") from None
+
+
+def _bootstrap_means(scores: np.ndarray, group: np.ndarray | None, n_bootstrap: int, seed: int) -> np.ndarray:
+    """[n_bootstrap] win rates of resampled data: examples drawn with replacement, or whole groups when given."""
+    rng = np.random.default_rng(seed)
+    if group is None:
+        sums, counts = scores, None
+    else:
+        sums, counts = np.bincount(group, weights=scores), np.bincount(group).astype(float)
+    units = len(sums)
+    rows = max(1, _BOOTSTRAP_CHUNK // units)
+    means = []
+    for start in range(0, n_bootstrap, rows):
+        draws = rng.integers(0, units, size=(min(rows, n_bootstrap - start), units))
+        # a resample's win rate is its examples' mean score: with groups, summed scores over summed sizes
+        if counts is None:
+            means.append(sums[draws].mean(axis=1))
+        else:
+            means.append(sums[draws].sum(axis=1) / counts[draws].sum(axis=1))
+    return np.concatenate(means)
+
+
 def win_rate(
     completions_a: Sequence[str],
     completions_b: Sequence[str],
-    judge: Callable[..., Any],
+    judge: Judge | Callable[..., Any],
     *,
     prompts: Sequence[str] | None = None,
-    pairwise: bool = False,
+    pairwise: bool | None = None,
     randomize_order: bool | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    groups: Sequence[Any] | None = None,
 ) -> WinRate:
     """Win rate of completions_a over completions_b ([n] each, paired by index) with a bootstrap interval.
 
     prompts: [n] or None (the judge then receives "" as the prompt). pairwise: selects the judge kind (module
-    docstring). randomize_order: pairwise judges only; None means True. n_bootstrap resamples with numpy's
-    default_rng(seed); the interval is the (1 - confidence)/2 and (1 + confidence)/2 percentiles.
+    docstring); None takes the judge's own `pairwise` attribute, else False. randomize_order: pairwise judges
+    only; None means True. n_bootstrap resamples with numpy's default_rng(seed); the interval is the
+    (1 - confidence)/2 and (1 + confidence)/2 percentiles. groups: [n] labels (e.g. prompt indices); examples
+    sharing a label are resampled together, so correlated samples do not narrow the interval.
     """
     completions_a = _as_texts(completions_a, "completions_a")
     completions_b = _as_texts(completions_b, "completions_b")
@@ -143,6 +191,13 @@ def win_rate(
         )
     if not callable(judge):
         raise AlignlabError("judge must be callable")
+    own = getattr(judge, "pairwise", None)
+    if pairwise is None:
+        pairwise = own if isinstance(own, bool) else False
+    elif isinstance(own, bool) and own != pairwise:
+        kind = "pairwise" if own else "reward"
+        raise AlignlabError(f"pairwise={pairwise} but the judge is a {kind} judge; leave pairwise unset")
+    group = None if groups is None else _group_index(groups, n)
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
         raise AlignlabError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
     if not 0.0 < confidence < 1.0:
@@ -157,14 +212,7 @@ def win_rate(
         scores = _pairwise_scores(judge, prompts, completions_a, completions_b, swaps)
     else:
         scores = _reward_scores(judge, prompts, completions_a, completions_b)
-    rng = np.random.default_rng(seed)
-    rows = max(1, _BOOTSTRAP_CHUNK // n)
-    means = np.concatenate(
-        [
-            scores[rng.integers(0, n, size=(min(rows, n_bootstrap - start), n))].mean(axis=1)
-            for start in range(0, n_bootstrap, rows)
-        ]
-    )
+    means = _bootstrap_means(scores, group, n_bootstrap, seed)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return WinRate(
@@ -181,100 +229,8 @@ def win_rate(
         randomized_order=randomize,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        n_groups=n if group is None else int(group.max()) + 1,
     )
 
 
-class RewardModelJudge:
-    """A reward judge from a Hugging Face sequence-classification model and its tokenizer.
-
-    reward(prompt, completion) = the single logit of a 1-output reward model (label_index None), or
-    softmax(logits)[label_index] for a classifier. Texts are format_fn(prompt, completion), plain concatenation
-    by default; they are scored in batches of batch_size under no_grad, in eval mode (restored afterwards),
-    right-padded (whatever tokenizer.padding_side says, so absolute-position models see the same positions as
-    unbatched) with the tokenizer's pad token, which must equal model.config.pad_token_id (the model reads the
-    last non-pad token). max_length truncates on the tokenizer's truncation side; None never truncates.
-    """
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        tokenizer: Any,
-        *,
-        label_index: int | None = None,
-        batch_size: int = 8,
-        max_length: int | None = None,
-        format_fn: Callable[[str, str], str] | None = None,
-    ) -> None:
-        config = getattr(model, "config", None)
-        num_labels = getattr(config, "num_labels", None)
-        if num_labels is None:
-            raise AlignlabError(
-                "the reward model has no config.num_labels; pass a *ForSequenceClassification"
-            )
-        if num_labels == 1 and label_index is not None:
-            raise AlignlabError(
-                "label_index applies to classifiers; this reward model has a single output"
-            )
-        if num_labels > 1 and (label_index is None or not 0 <= label_index < num_labels):
-            raise AlignlabError(
-                f"the reward model has {num_labels} labels; pass label_index in [0, {num_labels - 1}] "
-                f"(the label whose probability is the reward)"
-            )
-        if tokenizer.pad_token_id is None:
-            raise AlignlabError("the judge tokenizer has no pad token; set tokenizer.pad_token")
-        model_pad = (
-            config.get_text_config().pad_token_id
-            if hasattr(config, "get_text_config")
-            else config.pad_token_id
-        )
-        if model_pad != tokenizer.pad_token_id:
-            raise AlignlabError(
-                f"tokenizer.pad_token_id ({tokenizer.pad_token_id}) differs from the reward model's "
-                f"config.pad_token_id ({model_pad}); set them equal so the model finds each text's last token"
-            )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise AlignlabError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.model, self.tokenizer = model, tokenizer
-        self.label_index, self.batch_size, self.max_length = label_index, batch_size, max_length
-        self.format_fn = (
-            format_fn if format_fn is not None else (lambda prompt, completion: prompt + completion)
-        )
-
-    @torch.no_grad()
-    def score_batch(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        """Rewards for [n] (prompt, completion) pairs, as a list of n floats."""
-        if len(prompts) != len(completions):
-            raise AlignlabError(f"{len(prompts)} prompts but {len(completions)} completions")
-        texts = [self.format_fn(prompt, completion) for prompt, completion in zip(prompts, completions)]
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        rewards: list[float] = []
-        try:
-            for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(
-                    texts[start : start + self.batch_size],
-                    padding=True,
-                    padding_side="right",  # left padding shifts absolute positions (GPT-2) unless ids are passed
-                    truncation=self.max_length is not None,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(device)
-                logits = self.model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-                logits = logits.float()
-                if self.label_index is None:
-                    rewards.extend(logits[:, 0].tolist())
-                else:
-                    rewards.extend(logits.softmax(dim=-1)[:, self.label_index].tolist())
-        finally:
-            self.model.train(was_training)
-        return rewards
-
-    def __call__(self, prompt: str, completion: str) -> float:
-        """The reward of one completion."""
-        return self.score_batch([prompt], [completion])[0]
-
-
-__all__ = ["RewardModelJudge", "WinRate", "win_rate"]
+__all__ = ["WinRate", "win_rate"]

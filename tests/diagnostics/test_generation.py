@@ -119,6 +119,15 @@ def test_same_seed_same_samples_other_seed_differs(model, tokenizer):
     assert first[0]["completion_ids"] != first[1]["completion_ids"]
 
 
+def test_unscored_samples_are_the_scored_ones_without_statistics(model, ref_model, tokenizer):
+    scored = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=6, seed=7)
+    bare = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=6, seed=7, score=False)
+    statistics = {"logp", "entropy"}
+    assert bare == [{k: v for k, v in r.items() if k not in statistics} for r in scored]
+    with pytest.raises(AlignlabError, match="ref_model is only used to score the samples"):
+        generate(model, tokenizer, PROMPTS, max_new_tokens=2, ref_model=ref_model, score=False)
+
+
 def test_samples_do_not_depend_on_batch_size_later_prompts_or_global_rng(model, tokenizer):
     state = torch.get_rng_state()
     batched = generate(model, tokenizer, PROMPTS, n=3, max_new_tokens=6, seed=1, batch_size=16)

@@ -1,12 +1,12 @@
-"""Win rate with reward and pairwise judges, the bootstrap interval, and RewardModelJudge on a tiny random model."""
+"""Win rate with reward and pairwise judges, judge objects of alignlab.judges, and the bootstrap interval (plain
+and over groups); RewardModelJudge's own tests are in tests/judges."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from alignlab.diagnostics import RewardModelJudge, win_rate
+from alignlab.diagnostics import win_rate
 from alignlab.errors import AlignlabError
 
 
@@ -104,100 +104,81 @@ def test_win_rate_errors(args, kwargs, message):
         win_rate(*args, **kwargs)
 
 
-# --- RewardModelJudge -----------------------------------------------------------------------------------------
-
-SENTENCES = [
-    "the cat sat on the mat",
-    "a helpful answer explains the reason",
-    "preference learning ranks responses",
-    "the model prefers the chosen reply over the rejected one",
-]
+# --- judges of alignlab.judges and grouped resampling ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+class _BatchComparer:
+    """A pairwise judge object: records each compare_batch call; a is better when longer."""
 
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<pad>", "<eos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    backend.train_from_iterator(SENTENCES, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
+    pairwise = True
 
+    def __init__(self):
+        self.calls = []
 
-def _gpt2_classifier(tokenizer, num_labels: int):
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+    def compare_batch(self, prompts, firsts, seconds):
+        self.calls.append((list(prompts), list(firsts), list(seconds)))
+        return [1.0 if len(f) > len(s) else 0.0 for f, s in zip(firsts, seconds)]
 
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, num_labels=num_labels,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    return GPT2ForSequenceClassification(config).eval()
+    def __call__(self, prompt, a, b):
+        raise AssertionError("win_rate must use compare_batch")
 
 
-def _one_by_one(model, tokenizer, texts, label_index):
-    """Each text alone, no padding: the reference rewards."""
-    rewards = []
-    with torch.no_grad():
-        for text in texts:
-            ids = torch.tensor([tokenizer(text)["input_ids"]])
-            logits = model(input_ids=ids).logits[0].double()
-            rewards.append(
-                logits[0].item() if label_index is None else logits.softmax(-1)[label_index].item()
-            )
-    return rewards
+def test_pairwise_judge_object_is_called_once_in_the_randomised_order():
+    from alignlab.judges import load_judge
+
+    a = ["long answer", "x", "medium one", "yy", "abc"]
+    b = ["short", "long answer", "tiny", "x", "abcd"]
+    judge = _BatchComparer()
+    result = win_rate(a, b, judge, prompts=list("pqrst"), seed=4, n_bootstrap=10)  # pairwise from the judge
+    assert result.pairwise and result.randomized_order and len(judge.calls) == 1
+    swaps = np.random.default_rng([4, 1]).random(5) < 0.5
+    prompts, firsts, seconds = judge.calls[0]
+    assert prompts == list("pqrst")
+    assert firsts == [y if s else x for x, y, s in zip(a, b, swaps)]
+    assert seconds == [x if s else y for x, y, s in zip(a, b, swaps)]
+    assert result.scores == [1.0, 0.0, 1.0, 1.0, 0.0]  # the swaps undone
+    assert load_judge(judge) is judge  # a judge object passes through load_judge
+    with pytest.raises(AlignlabError, match="pairwise=False but the judge is a pairwise judge"):
+        win_rate(a, b, judge, pairwise=False)
 
 
-@pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_reward_model_judge_single_output_batched_equals_unbatched(tokenizer, padding_side):
-    tokenizer.padding_side = padding_side
-    model = _gpt2_classifier(tokenizer, num_labels=1)
-    model.train()  # the judge must score in eval mode and restore the mode afterwards
-    judge = RewardModelJudge(model, tokenizer, batch_size=3)
-    prompts = ["q: ", "q: ", "question: ", "q: ", ""]
-    completions = ["the cat", "a helpful answer explains the reason why", "mat", "the model prefers", "one"]
-    got = judge.score_batch(prompts, completions)
-    assert model.training
-    model.eval()
-    expected = _one_by_one(model, tokenizer, [p + c for p, c in zip(prompts, completions)], None)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    assert judge("q: ", "the cat") == pytest.approx(expected[0], rel=1e-4, abs=1e-5)
-    # in win_rate: A wins where its reward is higher
-    result = win_rate(completions[:2], completions[2:4], judge, prompts=prompts[:2], n_bootstrap=20)
-    rewards_b = _one_by_one(model, tokenizer, [p + c for p, c in zip(prompts[:2], completions[2:4])], None)
-    assert result.scores == [float(expected[0] > rewards_b[0]), float(expected[1] > rewards_b[1])]
+def test_the_judge_object_sets_the_kind():
+    from alignlab.judges import CallableJudge, PairwiseCallableJudge
+
+    pairwise = PairwiseCallableJudge(lambda prompt, a, b: len(a) > len(b))  # called as judge(p, c) it would fail
+    result = win_rate(["aa", "a"], ["a", "aa"], pairwise, n_bootstrap=5)
+    assert result.pairwise and result.scores == [1.0, 0.0]
+    reward = CallableJudge(lambda prompt, completion: len(completion))
+    result = win_rate(["aa", "a"], ["a", "aa"], reward, n_bootstrap=5)
+    assert not result.pairwise and result.scores == [1.0, 0.0]
+    with pytest.raises(AlignlabError, match="pairwise=True but the judge is a reward judge"):
+        win_rate(["a"], ["b"], reward, pairwise=True)
 
 
-def test_reward_model_judge_label_probability(tokenizer):
-    tokenizer.padding_side = "right"
-    model = _gpt2_classifier(tokenizer, num_labels=2)
-    judge = RewardModelJudge(
-        model, tokenizer, label_index=1, batch_size=2, format_fn=lambda p, c: f"{p} | {c}"
-    )
-    texts = [("a", "the cat sat"), ("b", "preference learning ranks responses well"), ("c", "x")]
-    got = judge.score_batch([p for p, _ in texts], [c for _, c in texts])
-    expected = _one_by_one(model, tokenizer, [f"{p} | {c}" for p, c in texts], 1)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
-    assert all(0.0 < value < 1.0 for value in got)
+def test_grouped_bootstrap_resamples_whole_groups():
+    rng = np.random.default_rng(0)
+    groups = [0, 0, 0, 1, 2, 2, 3, 3, 3, 3, 4, 5]
+    rewards_a, rewards_b = rng.normal(0.2, 1, 12), rng.normal(0, 1, 12)
+    a, b = [str(x) for x in rewards_a], [str(x) for x in rewards_b]
 
+    def judge(prompt, completion):
+        return float(completion)
 
-def test_reward_model_judge_errors(tokenizer):
-    single, double = _gpt2_classifier(tokenizer, 1), _gpt2_classifier(tokenizer, 2)
-    with pytest.raises(AlignlabError, match="single output"):
-        RewardModelJudge(single, tokenizer, label_index=0)
-    with pytest.raises(AlignlabError, match="pass label_index"):
-        RewardModelJudge(double, tokenizer)
-    with pytest.raises(AlignlabError, match="pass label_index"):
-        RewardModelJudge(double, tokenizer, label_index=2)
-    single.config.pad_token_id = tokenizer.eos_token_id
-    with pytest.raises(AlignlabError, match="differs from the reward model"):
-        RewardModelJudge(single, tokenizer)
-    with pytest.raises(AlignlabError, match="batch_size"):
-        RewardModelJudge(double, tokenizer, label_index=0, batch_size=0)
+    result = win_rate(a, b, judge, groups=[f"p{g}" for g in groups], n_bootstrap=300, seed=2)
+    scores = np.where(rewards_a > rewards_b, 1.0, 0.0)
+    # by hand, written differently: draw 6 of the groups with replacement, pool their examples, take the mean
+    members = [[i for i, g in enumerate(groups) if g == k] for k in range(6)]
+    draws = np.random.default_rng(2).integers(0, 6, size=(300, 6))
+    means = [np.mean([scores[i] for k in row for i in members[k]]) for row in draws]
+    assert result.n_groups == 6 and result.n == 12
+    assert result.win_rate == pytest.approx(scores.mean())
+    assert result.ci_low == pytest.approx(np.percentile(means, 2.5))
+    assert result.ci_high == pytest.approx(np.percentile(means, 97.5))
+    # one group per example is the plain bootstrap
+    plain = win_rate(a, b, judge, n_bootstrap=300, seed=2)
+    singletons = win_rate(a, b, judge, groups=range(12), n_bootstrap=300, seed=2)
+    assert (singletons.ci_low, singletons.ci_high) == pytest.approx((plain.ci_low, plain.ci_high))
+    with pytest.raises(AlignlabError, match="groups has 2 labels"):
+        win_rate(a, b, judge, groups=[0, 1])
+    with pytest.raises(AlignlabError, match="hashable"):
+        win_rate(a[:1], b[:1], judge, groups=[[0]])

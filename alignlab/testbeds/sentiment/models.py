@@ -35,8 +35,8 @@ from transformers import (
 from alignlab.assets import load_tokenizer
 from alignlab.assets.loading import check_safetensors
 from alignlab.assets.tokenizer import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN
-from alignlab.diagnostics.winrate import RewardModelJudge
 from alignlab.errors import AlignlabError
+from alignlab.judges import RewardModelJudge
 
 CLASSIFIER_MAX_LENGTH = 512  # siebert's (RoBERTa's) limit; the tiny classifier gets the same position table
 
