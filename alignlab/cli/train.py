@@ -46,6 +46,14 @@ def main(argv: list[str]) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.resume and cfg.run.run_dir is None:
         raise ConfigError("--resume needs the run to continue: add run_dir=DIR (or run_dir in the recipe)")
+    if cfg.online.rounds is not None:  # online rounds: sample, judge, pair, train (alignlab.online)
+        if args.track_flips:
+            raise ConfigError("--track-flips applies to offline training; online rounds report flips on their "
+                              "held-out pairs in online_metrics.jsonl")
+        from alignlab.online import run_online
+
+        _print_online(console, run_online(cfg, resume=args.resume, console=console))
+        return 0
     callbacks = []
     if args.track_flips:
         if not cfg.method.record.paired:
@@ -85,6 +93,25 @@ def _print_summary(console, method: str, result) -> None:
         table.caption = "\n".join(f"[bold red]warning:[/] {w}" for w in result.warnings)
     console.print(table)
     console.print(f"run directory: {result.run_dir}", soft_wrap=True)  # a path to copy: never wrapped
+
+
+def _print_online(console, result) -> None:
+    from rich.table import Table
+
+    table = Table(title="online rounds (held-out: fixed prompts, seeds and pairs)")
+    for label in ("round", "reward", "pairs", "margin", "held-out reward", "held-out ranked", "flips +/-"):
+        table.add_column(label, justify="right")
+    initial = result.initial
+    if initial:
+        table.add_row("start", "-", "-", "-", _fmt(initial.get("heldout/reward_mean")),
+                      _fmt(initial.get("heldout/ranking_accuracy")), "-")
+    for m in result.rounds:
+        flips = (f"{m['heldout/flips/incorrect_to_correct']}/{m['heldout/flips/correct_to_incorrect']}"
+                 if "heldout/flips/incorrect_to_correct" in m else "-")
+        table.add_row(str(m["round"]), _fmt(m["samples/reward_mean"]), str(m["pairs"]), _fmt(m["pairs/margin_mean"]),
+                      _fmt(m.get("heldout/reward_mean")), _fmt(m.get("heldout/ranking_accuracy")), flips)
+    console.print(table)
+    console.print(f"run directory: {result.run_dir} (online_metrics.jsonl, rounds/round-*/)", soft_wrap=True)
 
 
 def _print_quickstart(console, sft, pref) -> None:

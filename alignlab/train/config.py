@@ -1,5 +1,6 @@
-"""Training configuration in five sections — method, data, optim, model (LoRA included), run — each a dataclass
-that validates itself; TrainConfig holds them and checks what spans two sections.
+"""Training configuration in six sections — method, data, optim, model (LoRA included), run, online (rounds of
+sampling and judging, off by default) — each a dataclass that validates itself; TrainConfig holds them and checks
+what spans two sections.
 
 Recipes and `key=value` overrides name flat keys (`learning_rate: 1e-6`, `max_length=256`): every key belongs
 to exactly one section, so a flat key maps to its place (`method` and `model` name the section's `name`). A
@@ -314,8 +315,58 @@ class RunConfig(_Section):
         self._at_least(("eval_steps", "save_steps", "save_total_limit"), 1, optional=True)
 
 
+@dataclass
+class OnlineConfig(_Section):
+    """Online preference training (alignlab.online): rounds of sampling from the current policy, judging, pairing
+    and training. Off while `rounds` is null; every other key of the section then keeps its default."""
+
+    NAME: ClassVar[str] = "online"
+    rounds: int | None = _key(None, "online training: rounds of sample -> judge -> pair -> train (null: off)")
+    judge: str | dict | None = _key(None, "online: the reward judge, an alignlab.judges spec: py:module:function, "
+                                          "rm:MODEL, https://host/v1#MODEL, a .yaml file or a mapping {kind: ...}")
+    samples_per_prompt: int = _key(4, "online: completions sampled per prompt and round (K)")
+    prompts_per_round: int | None = _key(None, "online: distinct prompts sampled per round, a seeded draw of its "
+                                               "own (null: every prompt, every round)")
+    steps_per_round: int | None = _key(None, "online: optimizer steps per round (null: `epochs` passes over the "
+                                             "round's pairs)")
+    pair_rule: str = _key("best_vs_worst", "online: pairs of one prompt's samples: the best against the worst, "
+                                           "or every ordered pair", ("best_vs_worst", "all_pairs"))
+    min_margin: float = _key(0.0, "online: a pair needs reward(chosen) - reward(rejected) > min_margin (ties "
+                                  "never pair)")
+    reference: str = _key("fixed", "online: the reference of every round: the initial one, or the previous "
+                                   "round's policy (iterative DPO)", ("fixed", "previous_round"))
+    max_new_tokens: int = _key(64, "online: most tokens sampled per completion")
+    temperature: float = _key(1.0, "online: sampling temperature (> 0)")
+    top_p: float = _key(1.0, "online: nucleus sampling mass (1: off)")
+    top_k: int = _key(0, "online: sample from the k most likely tokens (0: off)")
+    generation_batch_size: int = _key(64, "online: sequences per generate call")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rounds is None:
+            changed = [f.name for f in dataclasses.fields(self)
+                       if f.name != "rounds" and getattr(self, f.name) != self._default(f.name)]
+            if changed:
+                raise ConfigError(f"config key '{changed[0]}' applies to online training: set rounds (>= 1)")
+            return
+        self._at_least(("rounds", "max_new_tokens", "generation_batch_size"), 1)
+        self._at_least(("samples_per_prompt",), 2)
+        self._at_least(("prompts_per_round", "steps_per_round"), 1, optional=True)
+        self._at_least(("top_k",), 0)
+        if self.judge is None or self.judge in ("", {}):
+            raise ConfigError("config key 'judge' is required with online rounds: a reward judge spec, e.g. "
+                              "py:module:function or rm:MODEL")
+        if self.temperature <= 0:
+            raise ConfigError(f"config key 'temperature' must be > 0 (greedy samples of a prompt are identical "
+                              f"and give no pairs); got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"config key 'top_p' must be in (0, 1]; got {self.top_p}")
+        if self.min_margin < 0:
+            raise ConfigError(f"config key 'min_margin' must be >= 0; got {self.min_margin}")
+
+
 SECTIONS: dict[str, type[_Section]] = {s.NAME: s for s in (MethodConfig, DataConfig, OptimConfig, ModelConfig,
-                                                          RunConfig)}
+                                                          RunConfig, OnlineConfig)}
 # the two `name` fields are the recipe keys `method` and `model`
 _RENAMED = {("method", "name"): "method", ("model", "name"): "model"}
 
@@ -342,6 +393,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> TrainConfig:
@@ -354,7 +406,7 @@ class TrainConfig:
         return cls(**{name: SECTIONS[name](**kw) for name, kw in grouped.items()})
 
     def sections(self) -> tuple[_Section, ...]:
-        return (self.method, self.data, self.optim, self.model, self.run)
+        return (self.method, self.data, self.optim, self.model, self.run, self.online)
 
     def resolved_run_dir(self) -> Path:
         if self.run.run_dir is None:
@@ -399,7 +451,32 @@ class TrainConfig:
         for key in ("chunk_size", "chunk_mib"):
             if getattr(model, key) != model._default(key) and not (model.chunked_ops or method.mixes_inputs):
                 raise ConfigError(f"config key '{key}' has no effect without chunked_ops: true")
+        if self.online.rounds is not None:
+            self._check_online()
         return self
+
+    def _check_online(self) -> None:
+        """What online rounds need from the other sections (alignlab.online trains each round as a run)."""
+        from alignlab.losses.registry import METHODS as RECORDS
+
+        method, name = self.method.record, self.method.name
+        if not method.paired:
+            raise ConfigError(f"online rounds train on pairs; method '{name}' does not (paired methods: "
+                              f"{', '.join(n for n, m in RECORDS.items() if m.paired)})")
+        if self.online.reference != "fixed" and not method.needs_ref:
+            raise ConfigError(f"config key 'reference' applies to methods with a reference, not '{name}'")
+        if self.online.reference != "fixed" and self.model.ref_model is not None:
+            raise ConfigError("config key 'ref_model' names a fixed reference; reference: previous_round replaces "
+                              "it every round: drop one of the two keys")
+        if self.model.lora:
+            raise ConfigError("lora: true is not supported with online rounds (each round starts from the previous "
+                              "round's full final/ weights): drop lora")
+        if self.optim.max_steps is not None:
+            raise ConfigError("config key 'max_steps' counts the steps of one run; with online rounds set "
+                              "steps_per_round")
+        if self.run.eval_steps is not None:
+            raise ConfigError("config key 'eval_steps' has no effect with online rounds (held-out metrics are "
+                              "computed after every round): drop it")
 
 
 def key_names() -> list[str]:
@@ -465,6 +542,10 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"config key '{key}' must be true or false; got {value!r}")
     if annotation.startswith("int") and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"config key '{key}' must be an integer; got {value!r}")
+    if annotation.startswith("str | dict"):  # a name or a mapping (a judge spec)
+        if not isinstance(value, (str, dict)):
+            raise ConfigError(f"config key '{key}' must be a name or a mapping; got {value!r}")
+        return value
     if annotation.startswith("str | list"):  # a name or a list of names
         if not isinstance(value, (str, list)):
             raise ConfigError(f"config key '{key}' must be a name or a list of names; got {value!r}")
@@ -550,5 +631,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return TrainConfig.from_values({k: _coerce(k, v) for k, v in values.items()}).validate()
 
 
-__all__ = ["METHOD_KEYS", "SECTIONS", "DataConfig", "MethodConfig", "ModelConfig", "OptimConfig",
+__all__ = ["METHOD_KEYS", "SECTIONS", "DataConfig", "MethodConfig", "ModelConfig", "OnlineConfig", "OptimConfig",
            "RunConfig", "TrainConfig", "describe_keys", "load_config", "run_config_values"]

@@ -151,6 +151,9 @@ class Trainer:
         self.cfg = cfg
         self.callbacks = list(callbacks)
         self.resume = resume
+        if cfg.online.rounds is not None:  # each round is a Trainer run of its own (alignlab.online.round_config)
+            raise ConfigError("config key 'rounds' asks for online training: run it with alignlab.online.run_online "
+                              "(alignlab train does), not the offline Trainer")
         self.console = console
         # Launched as several processes on a machine without CUDA (accelerate launch --multi_gpu, torchrun):
         # accelerate uses gloo on CPU only when told so; otherwise every process would train alone.

@@ -117,7 +117,7 @@ def test_flat_keys_map_to_their_sections():
     flat = cfg.to_dict()
     assert set(flat) == set(KEYS) and flat["method"] == "dpo" and flat["learning_rate"] == 1e-4
     assert load_config(base=flat).to_dict() == flat  # config.yaml round-trips
-    assert {s for s, _ in KEYS.values()} == set(SECTIONS) == {"method", "data", "optim", "model", "run"}
+    assert {s for s, _ in KEYS.values()} == set(SECTIONS) == {"method", "data", "optim", "model", "run", "online"}
 
 
 def test_a_recipe_may_group_keys_by_section(tmp_path):
