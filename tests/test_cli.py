@@ -238,6 +238,7 @@ def test_user_errors_before_heavy_imports(tmp_path):
         ["winrate", "--model", "M", "--baseline", "B", "--prompts", str(PAIRS), "--judge", "py:m:f",
          "--temperatures", "0.5,x"],
         ["report", "missing-run"],
+        ["report", "missing-run", "--judge", "py:m:f"],  # a judge scores --generate samples
         ["report", "stages"],  # a directory of runs (the quickstart's): names them
         ["report", "stages/sft", "--pairs", "3,x"],
         ["report", "stages/sft", "--data", "missing.jsonl"],

@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-checkpoints", type=int, default=8,
                    help="without tracked flips: checkpoints scored, evenly spaced, the last included (default 8; "
                         "alignlab diagnose --run scores all)")
+    p.add_argument("--judge", default=None, metavar="SPEC",
+                   help="score the --generate samples with a judge (an alignlab.judges spec, as alignlab winrate's "
+                        "--judge: rm:MODEL, py:module:function, https://host/v1#MODEL, judge.yaml)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets and the samples (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="pairs per forward (default 16)")
     p.add_argument("--bf16", action="store_true", help="load the models in bfloat16")
@@ -62,6 +65,8 @@ def main(argv: list[str]) -> int:
         if value < least:
             raise ConfigError(f"{flag} must be >= {least}; got {value}")
     pairs = parse_indices(args.pairs, "--pairs")
+    if args.judge is not None and not args.generate:
+        raise ConfigError("--judge scores the sample generations: add --generate N")
     from alignlab.train.run_info import check_run_dir
 
     check_run_dir(args.run_dir)
@@ -78,7 +83,7 @@ def main(argv: list[str]) -> int:
         max_pairs=args.max_pairs, extremes=args.extremes, pairs=pairs, generate=args.generate,
         max_new_tokens=args.max_new_tokens, checkpoints=not args.no_checkpoints, flip_pairs=args.flip_pairs,
         max_checkpoints=args.max_checkpoints,
-        seed=args.seed,
+        seed=args.seed, judge=args.judge,
         scoring=ScoringOptions(bf16=args.bf16, batch_size=args.batch_size, device=args.device,
                                cache=not args.no_cache))
     result = build_report(args.run_dir, ref=args.ref, data=args.data, out=args.out, options=options)

@@ -79,7 +79,8 @@ class ReportOptions:
     max_new_tokens: per sample; checkpoints: score the checkpoints for the flip groups when the run did not track
     flips; flip_pairs: pairs scored per checkpoint then, and max_checkpoints how many checkpoints (evenly spaced,
     the last included; `alignlab diagnose --run` scores them all); seed: the subsets' and the samples' seed;
-    scoring: dtype, batch size, device and cache of the scoring.
+    scoring: dtype, batch size, device and cache of the scoring; judge: an alignlab.judges spec (or judge) that
+    scores the samples (a reward judge each sample, a pairwise judge the final model's against the reference's).
     """
 
     max_pairs: int = 32
@@ -92,6 +93,7 @@ class ReportOptions:
     max_checkpoints: int = 8
     seed: int = 0
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    judge: Any = None
 
     def check(self) -> None:
         """ConfigError naming the first option out of range."""
@@ -102,6 +104,8 @@ class ReportOptions:
                 raise ConfigError(f"report option {name} must be an integer >= {least}; got {value!r}")
         if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.pairs):
             raise ConfigError(f"report pairs must be record indices >= 0; got {list(self.pairs)}")
+        if self.judge is not None and not self.generate:
+            raise ConfigError("report option judge scores the sample generations: set generate >= 1 too")
 
 
 @dataclass
@@ -229,7 +233,7 @@ def _config_section(run_dir: Path, config: Any, records: Sequence[Mapping[str, A
 
 def _pairs_and_tokens(
     run_dir: Path, config: Any, *, policy_dir: Path, ref: str, source: str, spec: DataSpec, beta: float,
-    options: ReportOptions,
+    options: ReportOptions, judge: Any = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]] | None]:
     """The pairs section, the token views and the generations (None when not asked for)."""
     tokenizer_name = resolve_run_path(run_dir, config, config.model.tokenizer) or str(policy_dir)
@@ -277,7 +281,7 @@ def _pairs_and_tokens(
     token_views = [v.to_dict() for v in views]
     generations = None
     if options.generate:
-        generations = _generations(policy, reference, tok, subset, options)
+        generations = _generations(policy, reference, tok, subset, options, judge)
     pairs = {
         "data": source,
         "split": spec.split,
@@ -293,9 +297,11 @@ def _pairs_and_tokens(
 
 
 def _generations(policy: Any, reference: Any, tok: Any, subset: Sequence[Mapping[str, Any]],
-                 options: ReportOptions) -> list[dict[str, Any]]:
+                 options: ReportOptions, judge: Any) -> list[dict[str, Any]]:
     """One seeded sample per prompt (the first `generate` distinct prompts of the subset) from the policy (scored
-    against the reference: log-prob, KL) and from the reference."""
+    against the reference: log-prob, KL) and from the reference; with a judge, each sample's reward
+    ("judge_score") or, for a pairwise judge, the probability that the policy's sample is the better
+    ("judge_preference")."""
     from alignlab.diagnostics.generation import generate
 
     prompts: list[str] = []
@@ -309,8 +315,30 @@ def _generations(policy: Any, reference: Any, tok: Any, subset: Sequence[Mapping
     sampled = generate(policy, tok, prompts, ref_model=reference, **kwargs)
     baseline = generate(reference, tok, prompts, **kwargs)
     keep = ("completion", "num_tokens", "finished", "logp", "ref_logp", "kl_forward", "kl_reverse", "entropy")
-    return [{"prompt": prompt, "policy": {k: p.get(k) for k in keep}, "reference": {k: r.get(k) for k in keep}}
+    rows = [{"prompt": prompt, "policy": {k: p.get(k) for k in keep}, "reference": {k: r.get(k) for k in keep}}
             for prompt, p, r in zip(prompts, sampled, baseline)]
+    if judge is not None:
+        ours, theirs = [r["completion"] for r in sampled], [r["completion"] for r in baseline]
+        if judge.pairwise:
+            for row, preference in zip(rows, judge.compare_batch(prompts, ours, theirs)):
+                row["judge_preference"] = preference
+        else:
+            rewards = judge.score_batch(prompts + prompts, ours + theirs)
+            for row, mine, base in zip(rows, rewards[:len(prompts)], rewards[len(prompts):]):
+                row["policy"]["judge_score"], row["reference"]["judge_score"] = mine, base
+    return rows
+
+
+def _judge_summary(spec: Any, judge: Any, generations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The judge of the samples and its means: the final model's and the reference's mean reward, or the mean
+    probability that the final model's sample is the better."""
+    name = spec if isinstance(spec, (str, Mapping)) else type(judge).__name__
+    if judge.pairwise:
+        values = [g["judge_preference"] for g in generations]
+        return {"judge": name, "kind": "pairwise", "mean_preference": sum(values) / len(values)}
+    mean = {side: sum(g[side]["judge_score"] for g in generations) / len(generations)
+            for side in ("policy", "reference")}
+    return {"judge": name, "kind": "reward", "mean_policy": mean["policy"], "mean_reference": mean["reference"]}
 
 
 def _clean(value: Any) -> Any:
@@ -347,6 +375,11 @@ def build_report(
     started = time.perf_counter()
     options = options or ReportOptions()
     options.check()
+    judge = None
+    if options.judge is not None:  # a bad spec fails here, before any scoring
+        from alignlab.judges import load_judge
+
+        judge = load_judge(options.judge)
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     html_path = Path(out) if out is not None else run_dir / "report.html"
@@ -368,6 +401,7 @@ def build_report(
         "pairs": None,
         "token_views": None,
         "generations": None,
+        "generation_judge": None,
         "reference": ref_name,
         "beta": beta,
         "notes": notes,
@@ -405,8 +439,10 @@ def build_report(
     else:
         pairs, views, generations = _pairs_and_tokens(
             run_dir, config, policy_dir=final[0], ref=ref_name, source=source, spec=spec, beta=beta,
-            options=options)
+            options=options, judge=judge)
         payload["pairs"], payload["token_views"], payload["generations"] = pairs, views, generations
+        if judge is not None and generations:
+            payload["generation_judge"] = _judge_summary(options.judge, judge, generations)
         payload["color_scale"] = color_scale(v for view in views for side in ("chosen", "rejected")
                                              for v in view[side]["log_ratio"])
         payload["kl_scale"] = color_scale(v for view in views for side in ("chosen", "rejected")

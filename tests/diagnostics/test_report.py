@@ -29,6 +29,7 @@ from alignlab.diagnostics.report import (
     tracked_flip_rows,
 )
 from alignlab.diagnostics.token_views import BINS, log_ratio_bin
+from alignlab.errors import ConfigError
 from alignlab.train.config import TrainConfig
 from tests.diagnostics._scoring_helpers import PAIRS, perturbed, save_model, tiny_model, write_jsonl
 
@@ -269,6 +270,33 @@ def test_tracked_flips_need_no_checkpoint_scoring(tmp_path, small_pairs, monkeyp
     flips = result.data["flips"]
     assert flips["source"].startswith("tracked") and [r["step"] for r in flips["rows"]] == [0, 3, 6]
     assert "sample generations: off (pass --generate N)" in result.notes
+
+
+@pytest.mark.parametrize("spec, kind", [("py:tests.judges.rules:longer", "reward"),
+                                         ("py:tests.judges.rules:first_is_longer", "pairwise")])
+def test_samples_carry_their_judge_scores(tmp_path, small_pairs, spec, kind):
+    from tests.judges.rules import first_is_longer, longer
+
+    run = make_run(tmp_path, flips=True)
+    result = build_report(run, data=str(small_pairs), options=ReportOptions(
+        max_pairs=4, extremes=1, generate=2, max_new_tokens=6, judge=spec))
+    rows, summary = result.data["generations"], result.data["generation_judge"]
+    assert len(rows) == 2 and summary["judge"] == spec and summary["kind"] == kind
+    if kind == "reward":  # each sample's own reward; the means are theirs
+        for row in rows:
+            for side in ("policy", "reference"):
+                assert row[side]["judge_score"] == longer(row["prompt"], row[side]["completion"])
+        assert summary["mean_policy"] == pytest.approx(sum(r["policy"]["judge_score"] for r in rows) / 2)
+    else:  # the probability that the final model's sample is the better, whichever order the judge saw
+        for row in rows:
+            want = float(first_is_longer(row["prompt"], row["policy"]["completion"], row["reference"]["completion"]))
+            assert row["judge_preference"] == pytest.approx(want)
+    assert "Judged by" in result.html_path.read_text(encoding="utf-8")
+
+
+def test_a_judge_without_samples_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="judge scores the sample generations: set generate >= 1"):
+        build_report(make_run(tmp_path), options=ReportOptions(judge="py:tests.judges.rules:longer"))
 
 
 def test_sections_say_why_they_are_empty(tmp_path):
