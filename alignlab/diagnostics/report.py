@@ -80,7 +80,7 @@ class ReportOptions:
     flips; flip_pairs: pairs scored per checkpoint then, and max_checkpoints how many checkpoints (evenly spaced,
     the last included; `alignlab diagnose --run` scores them all); seed: the subsets' and the samples' seed;
     scoring: dtype, batch size, device and cache of the scoring; judge: an alignlab.judges spec (or judge) that
-    scores the samples (a reward judge each sample, a pairwise judge the final model's against the reference's).
+    scores the samples: the final model's win rate against the reference (_judge_samples).
     """
 
     max_pairs: int = 32
@@ -233,7 +233,7 @@ def _config_section(run_dir: Path, config: Any, records: Sequence[Mapping[str, A
 
 def _pairs_and_tokens(
     run_dir: Path, config: Any, *, policy_dir: Path, ref: str, source: str, spec: DataSpec, beta: float,
-    options: ReportOptions, judge: Any = None,
+    options: ReportOptions,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]] | None]:
     """The pairs section, the token views and the generations (None when not asked for)."""
     tokenizer_name = resolve_run_path(run_dir, config, config.model.tokenizer) or str(policy_dir)
@@ -281,7 +281,7 @@ def _pairs_and_tokens(
     token_views = [v.to_dict() for v in views]
     generations = None
     if options.generate:
-        generations = _generations(policy, reference, tok, subset, options, judge)
+        generations = _generations(policy, reference, tok, subset, options)
     pairs = {
         "data": source,
         "split": spec.split,
@@ -297,11 +297,9 @@ def _pairs_and_tokens(
 
 
 def _generations(policy: Any, reference: Any, tok: Any, subset: Sequence[Mapping[str, Any]],
-                 options: ReportOptions, judge: Any) -> list[dict[str, Any]]:
+                 options: ReportOptions) -> list[dict[str, Any]]:
     """One seeded sample per prompt (the first `generate` distinct prompts of the subset) from the policy (scored
-    against the reference: log-prob, KL) and from the reference; with a judge, each sample's reward
-    ("judge_score") or, for a pairwise judge, the probability that the policy's sample is the better
-    ("judge_preference")."""
+    against the reference: log-prob, KL) and from the reference."""
     from alignlab.diagnostics.generation import generate
 
     prompts: list[str] = []
@@ -317,28 +315,31 @@ def _generations(policy: Any, reference: Any, tok: Any, subset: Sequence[Mapping
     keep = ("completion", "num_tokens", "finished", "logp", "ref_logp", "kl_forward", "kl_reverse", "entropy")
     rows = [{"prompt": prompt, "policy": {k: p.get(k) for k in keep}, "reference": {k: r.get(k) for k in keep}}
             for prompt, p, r in zip(prompts, sampled, baseline)]
-    if judge is not None:
-        ours, theirs = [r["completion"] for r in sampled], [r["completion"] for r in baseline]
-        if judge.pairwise:
-            for row, preference in zip(rows, judge.compare_batch(prompts, ours, theirs)):
-                row["judge_preference"] = preference
-        else:
-            rewards = judge.score_batch(prompts + prompts, ours + theirs)
-            for row, mine, base in zip(rows, rewards[:len(prompts)], rewards[len(prompts):]):
-                row["policy"]["judge_score"], row["reference"]["judge_score"] = mine, base
     return rows
 
 
-def _judge_summary(spec: Any, judge: Any, generations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The judge of the samples and its means: the final model's and the reference's mean reward, or the mean
-    probability that the final model's sample is the better."""
-    name = spec if isinstance(spec, (str, Mapping)) else type(judge).__name__
-    if judge.pairwise:
-        values = [g["judge_preference"] for g in generations]
-        return {"judge": name, "kind": "pairwise", "mean_preference": sum(values) / len(values)}
-    mean = {side: sum(g[side]["judge_score"] for g in generations) / len(generations)
-            for side in ("policy", "reference")}
-    return {"judge": name, "kind": "reward", "mean_policy": mean["policy"], "mean_reference": mean["reference"]}
+def _judge_samples(rows: list[dict[str, Any]], spec: Any, judge: Any, seed: int) -> dict[str, Any]:
+    """Judge the sample generations in place and summarise: the final model's win rate against the reference
+    with its bootstrap interval (winrate.win_rate: a pairwise judge sees the two in a seeded random order, so
+    position bias cancels), and per row the probability that the final model's sample is the better
+    ("judge_preference"), plus with a reward judge each sample's reward ("judge_score") and the two means."""
+    from alignlab.diagnostics.winrate import win_rate
+
+    prompts = [row["prompt"] for row in rows]
+    ours, theirs = [row["policy"]["completion"] for row in rows], [row["reference"]["completion"] for row in rows]
+    result = win_rate(ours, theirs, judge, prompts=prompts, seed=seed)
+    summary = {"judge": spec if isinstance(spec, (str, Mapping)) else type(judge).__name__,
+               "kind": "pairwise" if result.pairwise else "reward", "win_rate": result.win_rate,
+               "ci_low": result.ci_low, "ci_high": result.ci_high, "confidence": result.confidence}
+    for row, score in zip(rows, result.scores):
+        row["judge_preference"] = score
+    if not result.pairwise:  # the rewards themselves (a second call: win_rate keeps only who won)
+        rewards = judge.score_batch(prompts + prompts, ours + theirs)
+        for row, mine, base in zip(rows, rewards[:len(rows)], rewards[len(rows):]):
+            row["policy"]["judge_score"], row["reference"]["judge_score"] = mine, base
+        summary.update(mean_policy=sum(rewards[:len(rows)]) / len(rows),
+                       mean_reference=sum(rewards[len(rows):]) / len(rows))
+    return summary
 
 
 def _clean(value: Any) -> Any:
@@ -379,7 +380,7 @@ def build_report(
     if options.judge is not None:  # a bad spec fails here, before any scoring
         from alignlab.judges import load_judge
 
-        judge = load_judge(options.judge)
+        judge = load_judge(options.judge, device=options.scoring.device)
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     html_path = Path(out) if out is not None else run_dir / "report.html"
@@ -439,10 +440,10 @@ def build_report(
     else:
         pairs, views, generations = _pairs_and_tokens(
             run_dir, config, policy_dir=final[0], ref=ref_name, source=source, spec=spec, beta=beta,
-            options=options, judge=judge)
+            options=options)
         payload["pairs"], payload["token_views"], payload["generations"] = pairs, views, generations
         if judge is not None and generations:
-            payload["generation_judge"] = _judge_summary(options.judge, judge, generations)
+            payload["generation_judge"] = _judge_samples(generations, options.judge, judge, options.seed)
         payload["color_scale"] = color_scale(v for view in views for side in ("chosen", "rejected")
                                              for v in view[side]["log_ratio"])
         payload["kl_scale"] = color_scale(v for view in views for side in ("chosen", "rejected")

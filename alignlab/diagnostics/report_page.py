@@ -273,19 +273,19 @@ nats</h4><div class="seq">{{ v[side ~ "_html"] }}</div></div>
 <h2 id="s5">{{ sections[4] }}</h2>
 {% if d.generations %}
 {% set j = d.generation_judge %}
-{% if j %}<p>Judged by <code>{{ j.judge }}</code>:
-{% if j.kind == "pairwise" %}the final model's sample is preferred with mean probability {{ j.mean_preference|fmt }}.
-{% else %}mean reward {{ j.mean_policy|fmt }} (final model) against {{ j.mean_reference|fmt }} (reference).{% endif %}</p>{% endif %}
+{% if j %}<p>Judged by <code>{{ j.judge }}</code>: the final model's samples win against the reference's at
+{{ j.win_rate|fmt }} ({{ (100 * j.confidence)|round|int }}% bootstrap interval {{ j.ci_low|fmt }}–{{ j.ci_high|fmt }}){% if j.kind == "reward" %};
+mean reward {{ j.mean_policy|fmt }} (final model) against {{ j.mean_reference|fmt }} (reference){% endif %}.</p>{% endif %}
 <table>
 <tr><th>prompt</th><th>final model (log p, KL(ref‖π) over its tokens)</th><th>reference</th>
-{% if j and j.kind == "pairwise" %}<th>P(final model better)</th>{% endif %}</tr>
+{% if j %}<th>final model wins</th>{% endif %}</tr>
 {% for g in d.generations %}
 <tr><td>{{ g.prompt }}</td><td>{{ g.policy.completion }}<br><span class="muted">log p {{ g.policy.logp|fmt }},
 KL {{ g.policy.kl_forward|fmt }}, {{ g.policy.num_tokens }} tokens{% if j and j.kind == "reward" %},
 judge {{ g.policy.judge_score|fmt }}{% endif %}</span></td>
 <td>{{ g.reference.completion }}<br><span class="muted">log p {{ g.reference.logp|fmt }},
 {{ g.reference.num_tokens }} tokens{% if j and j.kind == "reward" %}, judge {{ g.reference.judge_score|fmt }}{% endif %}</span></td>
-{% if j and j.kind == "pairwise" %}<td>{{ g.judge_preference|fmt }}</td>{% endif %}</tr>
+{% if j %}<td>{{ g.judge_preference|fmt }}</td>{% endif %}</tr>
 {% endfor %}
 </table>
 {% else %}<p class="note">No samples: pass --generate N to sample N prompts from the final model and the reference.</p>{% endif %}

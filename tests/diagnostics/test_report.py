@@ -275,22 +275,28 @@ def test_tracked_flips_need_no_checkpoint_scoring(tmp_path, small_pairs, monkeyp
 @pytest.mark.parametrize("spec, kind", [("py:tests.judges.rules:longer", "reward"),
                                          ("py:tests.judges.rules:first_is_longer", "pairwise")])
 def test_samples_carry_their_judge_scores(tmp_path, small_pairs, spec, kind):
-    from tests.judges.rules import first_is_longer, longer
+    from tests.judges.rules import longer
 
     run = make_run(tmp_path, flips=True)
     result = build_report(run, data=str(small_pairs), options=ReportOptions(
         max_pairs=4, extremes=1, generate=2, max_new_tokens=6, judge=spec))
     rows, summary = result.data["generations"], result.data["generation_judge"]
     assert len(rows) == 2 and summary["judge"] == spec and summary["kind"] == kind
-    if kind == "reward":  # each sample's own reward; the means are theirs
-        for row in rows:
+    for row in rows:  # the final model's sample against the reference's, whichever order the judge saw
+        ours, theirs = row["policy"]["completion"], row["reference"]["completion"]
+        if kind == "reward":
             for side in ("policy", "reference"):
                 assert row[side]["judge_score"] == longer(row["prompt"], row[side]["completion"])
+            a, b = longer(row["prompt"], ours), longer(row["prompt"], theirs)
+            want = 1.0 if a > b else 0.5 if a == b else 0.0
+        else:
+            want = 1.0 if len(ours) > len(theirs) else 0.0 if len(ours) < len(theirs) else None
+        if want is not None:
+            assert row["judge_preference"] == want
+    assert summary["win_rate"] == pytest.approx(sum(r["judge_preference"] for r in rows) / 2)
+    assert summary["ci_low"] <= summary["win_rate"] <= summary["ci_high"]
+    if kind == "reward":
         assert summary["mean_policy"] == pytest.approx(sum(r["policy"]["judge_score"] for r in rows) / 2)
-    else:  # the probability that the final model's sample is the better, whichever order the judge saw
-        for row in rows:
-            want = float(first_is_longer(row["prompt"], row["policy"]["completion"], row["reference"]["completion"]))
-            assert row["judge_preference"] == pytest.approx(want)
     assert "Judged by" in result.html_path.read_text(encoding="utf-8")
 
 
