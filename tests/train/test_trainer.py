@@ -93,6 +93,38 @@ def test_resume_is_bitwise_identical(small, tmp_path, monkeypatch):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_resume_restores_the_rng_so_dropout_draws_the_same_masks(small, tmp_path, monkeypatch):
+    """SFT keeps the model's dropout (tiny-gpt2 has it): the resumed run is bitwise the uninterrupted one only
+    because the checkpoint restored the RNG states, as the same resume without them shows."""
+    from alignlab.train import train_state
+
+    keys = {"model": "alignlab/tiny-gpt2", "learning_rate": 1e-3, "max_steps": 4, "save_steps": 2}
+    full = Trainer(load_config(base=small("sft", run_dir=str(tmp_path / "full"), **keys)))
+    full.train()
+    expected = _params(full.policy)
+    original = Trainer.train_step
+
+    def resumed(run: str) -> dict[str, torch.Tensor]:
+        def stop_at_3(self, step):
+            if step == 2:
+                raise _Stop()
+            return original(self, step)
+
+        monkeypatch.setattr(Trainer, "train_step", stop_at_3)
+        with pytest.raises(_Stop):
+            Trainer(load_config(base=small("sft", run_dir=str(tmp_path / run), **keys))).train()
+        monkeypatch.setattr(Trainer, "train_step", original)
+        trainer = Trainer(load_config(base=small("sft", run_dir=str(tmp_path / run), **keys)), resume=True)
+        trainer.train()
+        return _params(trainer.policy)
+
+    got = resumed("cut")
+    assert all(torch.equal(got[name], value) for name, value in expected.items())
+    monkeypatch.setattr(train_state, "_set_rng_state", lambda tensors, meta: None)
+    unrestored = resumed("cut-without-rng")
+    assert not all(torch.equal(unrestored[name], value) for name, value in expected.items())
+
+
 def test_resume_rejects_changed_config(small, tmp_path):
     base = small("dpo", max_steps=2, save_steps=1)
     train(load_config(base=base))
