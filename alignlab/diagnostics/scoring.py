@@ -49,7 +49,7 @@ from alignlab.errors import AlignlabError
 from alignlab.models import Trunk, packed_layout_problem, score_batches
 
 # Bump when the engine changes what it computes for the same model and data, so old cache entries are not reused.
-SCORES_VERSION = "2"  # 2: alpha per record (per-response votes of rankings)
+SCORES_VERSION = "3"  # 2: alpha per record (per-response votes of rankings); 3: packed rows where exact
 SCORE_COLUMNS = ("index", "chosen_logps", "rejected_logps", "chosen_lengths", "rejected_lengths")
 SCORE_PATHS = ("auto", "chunked", "logits")
 

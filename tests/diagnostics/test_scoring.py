@@ -19,7 +19,7 @@ from alignlab.diagnostics.scoring import (
     model_fingerprint,
     score_model,
 )
-from alignlab.errors import AlignlabError
+from alignlab.errors import AlignlabError, ConfigError
 from alignlab.ops import sequence_logps
 from tests.diagnostics._scoring_helpers import perturbed, sample_examples, save_model, tiny_model, write_jsonl
 
@@ -49,9 +49,12 @@ def reference(model, examples):
     return {side: [_direct(double, e, side) for e in examples] for side in ("chosen", "rejected")}
 
 
-@pytest.mark.parametrize(("path", "batch_size"), [("chunked", 1), ("chunked", 4), ("logits", 16)])
-def test_scores_match_unbatched_float64(model, examples, reference, path, batch_size):
-    scores = compute_pair_scores(model, examples, batch_size=batch_size, path=path, chunk_size=7)
+@pytest.mark.parametrize(("path", "batch_size", "packed"), [
+    ("chunked", 1, "auto"), ("chunked", 4, "auto"), ("logits", 16, "auto"), ("chunked", 4, False),
+    ("chunked", 4, True)])
+def test_scores_match_unbatched_float64(model, examples, reference, path, batch_size, packed):
+    """Padded rows, and packed rows (each prompt once, no padding: what "auto" picks on this model), alike."""
+    scores = compute_pair_scores(model, examples, batch_size=batch_size, path=path, chunk_size=7, packed=packed)
     for side in ("chosen", "rejected"):
         want_logps = torch.tensor([lp for lp, _ in reference[side]], dtype=torch.float64)
         want_lengths = torch.tensor([n for _, n in reference[side]])
@@ -63,6 +66,15 @@ def test_scores_match_unbatched_float64(model, examples, reference, path, batch_
         ] == want_lengths.tolist()
     assert scores.index.tolist() == [e["index"] for e in examples]
     assert scores.alpha is None
+
+
+def test_packed_rows_are_refused_where_not_exact(examples):
+    flash = tiny_model()
+    flash.config._attn_implementation = "flash_attention_2"  # takes no 4D block mask
+    with pytest.raises(ConfigError, match="packed rows .* are not exact on this model"):
+        compute_pair_scores(flash, examples, packed=True)
+    with pytest.raises(AlignlabError, match="packed must be True, False or 'auto'"):
+        compute_pair_scores(flash, examples, packed="yes")
 
 
 def test_order_restored_and_bucketing_invariant(model, examples):
