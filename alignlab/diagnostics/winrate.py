@@ -17,7 +17,6 @@ win rate = mean score; the interval is the percentile bootstrap over examples, o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from alignlab.errors import AlignlabError
 from alignlab.judges import Judge
+from alignlab.judges.interface import checked_probabilities, checked_rewards, judge_name
 
 _BOOTSTRAP_CHUNK = 4_000_000  # resampled indices held at once
 
@@ -63,24 +63,11 @@ def _reward_scores(
 ) -> np.ndarray:
     n = len(prompts)
     if hasattr(judge, "score_batch"):
-        rewards = list(judge.score_batch(prompts + prompts, completions_a + completions_b))
-        if len(rewards) != 2 * n:
-            raise AlignlabError(
-                f"judge.score_batch returned {len(rewards)} rewards for {2 * n} completions"
-            )
+        rewards = judge.score_batch(prompts + prompts, completions_a + completions_b)
     else:
         rewards = [judge(p, c) for p, c in zip(prompts + prompts, completions_a + completions_b)]
-    values = np.empty(2 * n)
-    for index, reward in enumerate(rewards):
-        try:
-            values[index] = float(reward)
-        except (TypeError, ValueError):
-            values[index] = math.nan
-        if not math.isfinite(values[index]):
-            side, example = ("a", index) if index < n else ("b", index - n)
-            raise AlignlabError(
-                f"judge returned {reward!r} for completion {side} of example {example}"
-            )
+    values = np.array(checked_rewards(rewards, 2 * n, judge_name(judge),
+                                      where=lambda i: f"completion {'ab'[i >= n]} of example {i % n}"))
     reward_a, reward_b = values[:n], values[n:]
     return np.where(reward_a > reward_b, 1.0, np.where(reward_a == reward_b, 0.5, 0.0))
 
@@ -92,28 +79,14 @@ def _pairwise_scores(
     completions_b: list[str],
     swaps: np.ndarray,
 ) -> np.ndarray:
-    n = len(prompts)
     firsts = [b if swap else a for a, b, swap in zip(completions_a, completions_b, swaps)]
     seconds = [a if swap else b for a, b, swap in zip(completions_a, completions_b, swaps)]
     if hasattr(judge, "compare_batch"):
-        answers = list(judge.compare_batch(prompts, firsts, seconds))
-        if len(answers) != n:
-            raise AlignlabError(f"judge.compare_batch returned {len(answers)} answers for {n} pairs")
+        answers = judge.compare_batch(prompts, firsts, seconds)
     else:
         answers = [judge(p, first, second) for p, first, second in zip(prompts, firsts, seconds)]
-    scores = np.empty(n)
-    for index, answer in enumerate(answers):
-        try:
-            value = float(answer)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not 0.0 <= value <= 1.0:
-            raise AlignlabError(
-                f"pairwise judge returned {answer!r} for example {index}; expected a probability in [0, 1] "
-                f"or a bool that the first completion is better"
-            )
-        scores[index] = 1.0 - value if swaps[index] else value
-    return scores
+    values = np.array(checked_probabilities(answers, len(prompts), judge_name(judge)))
+    return np.where(swaps, 1.0 - values, values)
 
 
 def _as_texts(values: Sequence[str], name: str) -> list[str]:

@@ -7,10 +7,14 @@ completion scores 1, 0 or 0.5. LLM judges favour a position, so by default each 
 which cancels a constant bias toward either position and makes compare(prompt, b, a) = 1 - compare(prompt, a, b).
 
 Transport: the standard library's urllib (honouring the usual proxy variables), `timeout` seconds per request.
-A connection failure, a timeout (or HTTP 408), 429 or a 5xx is retried up to `max_retries` times, after
-backoff * 2^k seconds (k = 0, 1, ...; or the server's Retry-After, up to a minute, when longer); any other HTTP
-status, a response that is not chat-completions JSON, or an answer that is not A, B or tie is a one-line
-AlignlabError. Up to `concurrency` questions are in flight at once.
+Only what may pass is retried, up to `max_retries` times, after backoff * 2^k seconds (k = 0, 1, ...; or the
+server's Retry-After, up to a minute, when longer): a refused, reset or aborted connection, one the server closed
+before answering or cut short, a timeout (or HTTP 408), a temporary DNS failure (EAI_AGAIN), 429 and 5xx. What
+cannot pass fails at once, as a one-line AlignlabError naming the cause: an invalid URL, a host that does not
+resolve, a TLS certificate that is not trusted, any other connection error, any other HTTP status, a response
+that is not chat-completions JSON, an answer that is not A, B or tie. A redirect (3xx) is not followed: urllib
+would send the API key to whatever host the Location names (and turn the POST into a GET), so it is an error
+naming the Location to set base_url to. Up to `concurrency` questions are in flight at once.
 
 Cache: each answered question is one JSON file, `<cache_dir>/<k[:2]>/<k>.json`, k the content_key of (endpoint,
 model, system, template, params, prompt, first, second), written atomically, so a rerun (or the other order of
@@ -26,6 +30,8 @@ import json
 import math
 import os
 import re
+import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -91,6 +97,65 @@ def _check_number(name: str, value: Any, *, minimum: float, integer: bool = Fals
 def _retryable(status: int) -> bool:
     """Worth asking again: a request timeout, rate limiting, or a server error that may pass."""
     return status in (408, 429) or 500 <= status <= 599
+
+
+# Connection failures that may pass: ConnectionError is refused, reset, aborted, a broken pipe and
+# http.client.RemoteDisconnected (the server closed the connection before answering); SSLEOFError is the same
+# cut inside TLS.
+_TRANSIENT = (ConnectionError, TimeoutError, http.client.IncompleteRead, ssl.SSLEOFError)
+
+
+def _transient(error: BaseException) -> bool:
+    """Worth asking again (module docstring): a connection failure that may pass, not one in the URL, the name or
+    the certificate."""
+    if isinstance(error, socket.gaierror):
+        return error.errno == socket.EAI_AGAIN  # a resolver that did not answer in time; any other: no such host
+    return isinstance(error, _TRANSIENT)
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())[:300]
+
+
+def _cause(error: BaseException | str) -> str:
+    """What went wrong in a failed connection, in one line: the message and the exception's name."""
+    if isinstance(error, str):  # urllib's URLError("no host given") and the like
+        return _one_line(error) or "URLError"
+    text = _one_line(error.strerror if isinstance(error, OSError) and error.strerror else error)
+    return f"{text} ({type(error).__name__})" if text else type(error).__name__
+
+
+def _fatal(error: BaseException | str) -> str:
+    """A connection failure that retrying cannot fix, and what to do about it."""
+    if isinstance(error, http.client.InvalidURL):
+        return f"invalid URL ({_one_line(error)}); fix base_url"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the host ({_cause(error)}); check the host name in base_url"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"the TLS certificate is not trusted ({_one_line(error.verify_message or error)}); check the host "
+                "in base_url, or point SSL_CERT_FILE at the CA bundle that signed it")
+    return f"{_cause(error)}; not retried: check base_url and the network"
+
+
+def _redirect(endpoint: str, status: int, headers: Any) -> AlignlabError:
+    """The error for a 3xx: the Location, made absolute, and the base_url it stands for."""
+    location = headers.get("Location") if headers is not None else None
+    if not location:
+        return AlignlabError(f"judge endpoint {endpoint}: HTTP {status} redirect without a Location; alignlab "
+                             "follows no redirects: set base_url to the endpoint's real address")
+    target = _one_line(urllib.parse.urljoin(endpoint, location))
+    base = target.rstrip("/").removesuffix("/chat/completions")
+    fix = (f"set base_url to {base}" if base != target.rstrip("/")
+           else "set base_url to the API root there (alignlab posts to base_url/chat/completions)")
+    return AlignlabError(f"judge endpoint {endpoint}: the endpoint redirected (HTTP {status}) to {target}; alignlab "
+                         f"follows no redirects, which would resend the API key: {fix}")
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: a 3xx reaches HttpJudge._post as an HTTPError (module docstring)."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
 
 
 class _Missing:
@@ -167,8 +232,12 @@ class HttpJudge:
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        if not isinstance(base_url, str) or urllib.parse.urlsplit(base_url).scheme not in ("http", "https") \
-                or not urllib.parse.urlsplit(base_url).netloc:
+        try:
+            parts = urllib.parse.urlsplit(base_url) if isinstance(base_url, str) else None
+            bad_port = parts is not None and parts.port == 0  # .port raises for text or out of range
+        except ValueError as exc:
+            raise ConfigError(f"base_url {base_url!r} is not a valid URL: {exc}") from None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or bad_port:
             raise ConfigError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f"model must name the endpoint's model, got {model!r}")
@@ -219,6 +288,7 @@ class HttpJudge:
         self.requests = 0
         self.cache_hits = 0
         self._lock = threading.Lock()
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
 
     def __repr__(self) -> str:
         return f"HttpJudge(base_url={self.base_url!r}, model={self.model!r})"
@@ -316,17 +386,20 @@ class HttpJudge:
     def _post(self, body: bytes) -> bytes:
         """The response body of one successful POST, retrying what may pass (module docstring)."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key}"
         for attempt in range(self.max_retries + 1):
             with self._lock:
                 self.requests += 1
             request = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
+            if self._api_key is not None:  # unredirected: never copied onto a redirected request
+                request.add_unredirected_header("Authorization", f"Bearer {self._api_key}")
             delay = self.backoff * 2**attempt
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with self._opener.open(request, timeout=self.timeout) as response:
                     return response.read()
             except urllib.error.HTTPError as exc:  # before URLError, its base class
+                if 300 <= exc.code <= 399:
+                    exc.close()
+                    raise _redirect(self.endpoint, exc.code, exc.headers) from None
                 try:
                     detail = _error_detail(exc.read())
                 except (OSError, http.client.HTTPException):
@@ -336,9 +409,11 @@ class HttpJudge:
                                         f"{self._status_hint(exc.code)}") from None
                 failure = f"HTTP {exc.code} ({detail})"
                 delay = max(delay, _retry_after(exc.headers))
-            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut short
-                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-                failure = str(reason).strip() or type(reason).__name__
+            except (OSError, http.client.HTTPException) as exc:
+                error = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                if not isinstance(error, BaseException) or not _transient(error):
+                    raise AlignlabError(f"judge endpoint {self.endpoint}: {_fatal(error)}") from None
+                failure = _cause(error)
             if attempt < self.max_retries:
                 time.sleep(delay)
         raise AlignlabError(

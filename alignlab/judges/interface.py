@@ -13,14 +13,17 @@ A pairwise judge compares two completions of one prompt:
 
 These are Protocols (static types, no isinstance): any object with the attribute and methods is a judge
 (`load_judge` passes it through), and
-`alignlab.diagnostics.win_rate` accepts any of them. Every judge in this package validates what it returns, so a
-caller receives finite floats (probabilities in [0, 1] from a pairwise judge) or a one-line AlignlabError.
+`alignlab.diagnostics.win_rate` accepts any of them. What a judge returns is checked in one place,
+checked_rewards / checked_probabilities: the reward-model and Python judges pass their output through them
+(HttpJudge's scores are averages of 0, 0.5 and 1 by construction), and so do the callers that accept any judge
+(win_rate, online rounds), so a caller receives finite floats (probabilities in [0, 1] from a pairwise judge) or
+a one-line AlignlabError.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from alignlab.errors import AlignlabError
@@ -82,29 +85,66 @@ def check_lengths(**lists: Sequence[str]) -> int:
     return next(iter(lengths.values()), 0)
 
 
-def as_reward(value: Any, who: str, index: int) -> float:
-    """`value` as a finite float reward; a one-line AlignlabError naming the judge and the example otherwise."""
-    try:
-        reward = float(value)
-    except (TypeError, ValueError):
-        reward = math.nan
-    if not math.isfinite(reward):
-        raise AlignlabError(f"{who} returned {value!r} for example {index}; a reward must be a finite number")
-    return reward
+def judge_name(judge: Any) -> str:
+    """How messages name a judge: its `name` attribute, else `judge module:function` (or its type's name)."""
+    name = getattr(judge, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    module = getattr(judge, "__module__", None)
+    qualname = getattr(judge, "__qualname__", None) or type(judge).__name__
+    return f"judge {module}:{qualname}" if module else f"judge {qualname}"
 
 
-def as_probability(value: Any, who: str, index: int) -> float:
-    """`value` (a probability or a bool that the first completion is better) as a float in [0, 1]."""
-    try:
-        probability = float(value)
-    except (TypeError, ValueError):
-        probability = math.nan
-    if not 0.0 <= probability <= 1.0:
-        raise AlignlabError(
-            f"{who} returned {value!r} for example {index}; a pairwise judge returns a probability in [0, 1] "
-            "or a bool that the first completion is better"
-        )
-    return probability
+def _example(index: int) -> str:
+    return f"example {index}"
 
 
-__all__ = ["Judge", "PairwiseJudge", "RewardJudge", "as_probability", "as_reward", "check_lengths", "check_texts"]
+def _checked(values: Any, count: int, who: str, where: Callable[[int], str], kind: str) -> list[float]:
+    """`values` as [count] floats, each finite (kind "reward") or in [0, 1] (kind "probability")."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or not hasattr(values, "__iter__"):
+        raise AlignlabError(f"{who} returned {values!r} for {count} examples; a judge returns one value per example")
+    if len(values) != count:
+        raise AlignlabError(f"{who} returned {len(values)} values for {count} examples; a judge returns one value "
+                            "per example")
+    out = []
+    for index, value in enumerate(values):
+        try:
+            number = shown = float(value)  # a number shows as a float (nan, not np.float64(nan) or tensor(nan))
+        except (TypeError, ValueError):
+            number, shown = math.nan, value
+        if kind == "reward" and not math.isfinite(number):
+            raise AlignlabError(f"{who} returned {shown!r} for {where(index)}; a reward must be a finite number")
+        if kind == "probability" and not 0.0 <= number <= 1.0:  # NaN fails both comparisons
+            raise AlignlabError(f"{who} returned {shown!r} for {where(index)}; a pairwise judge returns a "
+                                "probability in [0, 1] or a bool that the first completion is better")
+        out.append(number)
+    return out
+
+
+def checked_rewards(values: Any, count: int, who: str, *, where: Callable[[int], str] = _example) -> list[float]:
+    """A reward judge's output as [count] finite floats: the one check every caller and every judge here uses.
+
+    values: what the judge returned (a list, an array, a tensor: anything with a length). who names the judge in
+    messages (judge_name), where(i) names example i ("example i" by default). Any other length, or a value
+    that is not a finite number (None, text, NaN, inf), is a one-line AlignlabError naming both.
+    """
+    return _checked(values, count, who, where, "reward")
+
+
+def checked_probabilities(
+    values: Any, count: int, who: str, *, where: Callable[[int], str] = _example
+) -> list[float]:
+    """A pairwise judge's output as [count] floats in [0, 1] (a bool counts as 1 or 0); as checked_rewards."""
+    return _checked(values, count, who, where, "probability")
+
+
+__all__ = [
+    "Judge",
+    "PairwiseJudge",
+    "RewardJudge",
+    "check_lengths",
+    "check_texts",
+    "checked_probabilities",
+    "checked_rewards",
+    "judge_name",
+]

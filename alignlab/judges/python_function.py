@@ -20,14 +20,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from alignlab.errors import AlignlabError, ConfigError
-from alignlab.judges.interface import as_probability, as_reward, check_lengths, check_texts
-
-
-def _describe(function: Callable[..., Any]) -> str:
-    module = getattr(function, "__module__", None)
-    name = getattr(function, "__qualname__", None) or type(function).__name__
-    return f"judge {module}:{name}" if module else f"judge {name}"
+from alignlab.errors import ConfigError
+from alignlab.judges.interface import (
+    check_lengths,
+    check_texts,
+    checked_probabilities,
+    checked_rewards,
+    judge_name,
+)
 
 
 def _check_function(function: Any, batched: Any) -> None:
@@ -37,16 +37,15 @@ def _check_function(function: Any, batched: Any) -> None:
         raise ConfigError(f"judge field 'batched' must be true or false, got {batched!r}")
 
 
-def _call(function: Callable[..., Any], name: str, batched: bool, *lists: list[str]) -> list[Any]:
-    """The function's values for the examples of `lists`: one call per example, or one call for all."""
+def _call(function: Callable[..., Any], batched: bool, *lists: list[str]) -> Any:
+    """The function's values for the examples of `lists`, unchecked: one call per example, or one call for all."""
     if not batched:
         return [function(*example) for example in zip(*lists)]
-    values = function(*lists)
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != len(lists[0]):
-        got = f"{len(values)} values" if hasattr(values, "__len__") else repr(values)
-        raise AlignlabError(f"{name} (batched) returned {got} for {len(lists[0])} examples; it must return one "
-                            "value per example")
-    return list(values)
+    return function(*lists)
+
+
+def _who(judge: CallableJudge | PairwiseCallableJudge) -> str:
+    return f"{judge.name} (batched)" if judge.batched else judge.name
 
 
 class CallableJudge:
@@ -58,14 +57,14 @@ class CallableJudge:
     def __init__(self, function: Callable[..., Any], *, batched: bool = False) -> None:
         _check_function(function, batched)
         self.function, self.batched = function, batched
-        self.name = _describe(function)
+        self.name = judge_name(function)
 
     def score_batch(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """The function's reward for each (prompt, completion), as finite floats."""
         prompts, completions = check_texts("prompts", prompts), check_texts("completions", completions)
         check_lengths(prompts=prompts, completions=completions)
-        values = _call(self.function, self.name, self.batched, prompts, completions)
-        return [as_reward(value, self.name, i) for i, value in enumerate(values)]
+        values = _call(self.function, self.batched, prompts, completions)
+        return checked_rewards(values, len(prompts), _who(self))
 
     def __call__(self, prompt: str, completion: str) -> float:
         """The reward of one completion."""
@@ -85,7 +84,7 @@ class PairwiseCallableJudge:
     def __init__(self, function: Callable[..., Any], *, batched: bool = False) -> None:
         _check_function(function, batched)
         self.function, self.batched = function, batched
-        self.name = _describe(function)
+        self.name = judge_name(function)
 
     def compare_batch(
         self, prompts: Sequence[str], completions_a: Sequence[str], completions_b: Sequence[str]
@@ -95,8 +94,8 @@ class PairwiseCallableJudge:
         completions_a, completions_b = check_texts("completions_a", completions_a), check_texts(
             "completions_b", completions_b)
         check_lengths(prompts=prompts, completions_a=completions_a, completions_b=completions_b)
-        values = _call(self.function, self.name, self.batched, prompts, completions_a, completions_b)
-        return [as_probability(value, self.name, i) for i, value in enumerate(values)]
+        values = _call(self.function, self.batched, prompts, completions_a, completions_b)
+        return checked_probabilities(values, len(prompts), _who(self))
 
     def compare(self, prompt: str, a: str, b: str) -> float:
         """Probability that `a` is better than `b`."""
@@ -114,14 +113,14 @@ def is_pairwise_function(function: Callable[..., Any]) -> bool:
         parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):
         raise ConfigError(
-            f"cannot read the signature of {_describe(function)}; set pairwise: true or false"
+            f"cannot read the signature of {judge_name(function)}; set pairwise: true or false"
         ) from None
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     required = [p for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]
     if len(required) in (2, 3):
         return len(required) == 3
     raise ConfigError(
-        f"{_describe(function)} takes {len(required)} required positional arguments; a reward judge takes "
+        f"{judge_name(function)} takes {len(required)} required positional arguments; a reward judge takes "
         "(prompt, completion), a pairwise judge (prompt, a, b) (or set pairwise: true or false)"
     )
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from alignlab.errors import AlignlabError, ConfigError
-from alignlab.judges.interface import check_lengths, check_texts
+from alignlab.judges.interface import check_lengths, check_texts, checked_rewards
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +26,7 @@ class RewardModelJudge:
     right-padded (whatever tokenizer.padding_side says, so absolute-position models see the same positions as
     unbatched) with the tokenizer's pad token, which must equal model.config.pad_token_id (the model reads the
     last non-pad token). max_length truncates on the tokenizer's truncation side; None never truncates.
+    A reward that is not finite (NaN, inf) is a one-line AlignlabError naming the example (checked_rewards).
     """
 
     pairwise = False
@@ -73,6 +74,7 @@ class RewardModelJudge:
                                        or max_length < 1):
             raise AlignlabError(f"max_length must be a positive integer or None, got {max_length!r}")
         self.model, self.tokenizer = model, tokenizer
+        self.name = f"reward model {getattr(config, '_name_or_path', '') or type(model).__name__}"
         self.label_index, self.batch_size, self.max_length = label_index, batch_size, max_length
         self.format_fn = (
             format_fn if format_fn is not None else (lambda prompt, completion: prompt + completion)
@@ -110,7 +112,8 @@ class RewardModelJudge:
                         rewards.extend(logits.softmax(dim=-1)[:, self.label_index].tolist())
         finally:
             self.model.train(was_training)
-        return rewards
+        # a NaN or inf logit (an overflowing bf16/fp16 forward, damaged weights) stops here, named
+        return checked_rewards(rewards, len(texts), self.name)
 
     def __call__(self, prompt: str, completion: str) -> float:
         """The reward of one completion."""

@@ -95,7 +95,7 @@ def test_pairwise_judge_probabilities_bools_and_order_randomisation():
         ((["a"], ["b"], _length_reward), {"confidence": 1.0}, "confidence"),
         ((["a"], ["b"], _length_reward), {"randomize_order": True}, "pairwise judges only"),
         ((["a"], ["b"], lambda p, c: float("nan")), {}, "completion a of example 0"),
-        ((["a"], ["b"], lambda p, x, y: 1.5), {"pairwise": True}, "expected a probability"),
+        ((["a"], ["b"], lambda p, x, y: 1.5), {"pairwise": True}, "returned 1.5 for example 0; a pairwise judge"),
         (("a", ["b"], _length_reward), {}, "list of strings"),
     ],
 )

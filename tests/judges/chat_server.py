@@ -2,7 +2,8 @@
 
 It reads the judge's user message through TEMPLATE, answers by a rule (`answer(prompt, a, b)`), records every
 request (path, headers, JSON body) and can fail its first calls: HTTP `fail_status` with `fail_body` (and
-`retry_after`), or `fail_status=None`, which closes the connection without a response.
+`retry_after`), or `fail_status=None`, which closes the connection without a response. `respond` answers
+every request itself (a status, a body and optional headers: a redirect's Location).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class ChatServer:
     fail_status: int | None = 503
     fail_body: bytes = b'{"error": {"message": "overloaded"}}'
     retry_after: str | None = None
-    respond: Callable[[dict], tuple[int, bytes]] | None = None  # overrides the rule: (status, body)
+    # overrides the rule: (status, body) or (status, body, {header: value})
+    respond: Callable[[dict], tuple[int, bytes] | tuple[int, bytes, dict[str, str]]] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -54,10 +56,17 @@ class ChatServer:
             def log_message(self, *args: Any) -> None:  # keep the test output clean
                 pass
 
+            def do_GET(self) -> None:  # a client that followed a redirect may arrive as a GET: record it too
+                with server._lock:
+                    server.requests.append({"method": "GET", "path": self.path, "headers": dict(self.headers),
+                                            "body": None})
+                self._send(405, b'{"error": {"message": "POST only"}}')
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
-                    server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    server.requests.append({"method": "POST", "path": self.path, "headers": dict(self.headers),
+                                            "body": body})
                     failing = len(server.requests) <= server.fail
                 if failing and server.fail_status is None:
                     self.close_connection = True  # no status line: the client sees the connection drop
@@ -71,12 +80,13 @@ class ChatServer:
                     reply = server.answer(*parse_question(content))
                     self._send(200, json.dumps(chat_response(reply)).encode())
 
-            def _send(self, status: int, payload: bytes, retry_after: str | None = None) -> None:
+            def _send(self, status: int, payload: bytes, extra: str | dict[str, str] | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
-                if retry_after is not None:
-                    self.send_header("Retry-After", retry_after)
+                extra = {"Retry-After": extra} if isinstance(extra, str) else extra or {}
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 

@@ -3,8 +3,11 @@ one-line errors, the content cache and the API key."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
+import ssl
+import urllib.error
 from types import SimpleNamespace
 
 import pytest
@@ -118,6 +121,101 @@ def test_an_unreachable_server_is_retried_then_one_line(tmp_path, delays):
         judge.compare("p", "a", "b")
     assert "refused" in str(info.value).lower() and "\n" not in str(info.value)
     assert judge.requests == 3 and delays == [0.01, 0.02]
+
+
+def test_a_server_that_never_answers_times_out_and_is_retried(tmp_path, delays):
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        judge = HttpJudge(f"http://127.0.0.1:{silent.getsockname()[1]}/v1", "m", template=TEMPLATE,
+                          cache_dir=tmp_path, max_retries=1, backoff=0.01, timeout=0.05, both_orders=False)
+        with pytest.raises(AlignlabError, match=r"timed out \(TimeoutError\) on all 2 attempts") as info:
+            judge.compare("p", "a", "b")
+    assert "\n" not in str(info.value) and judge.requests == 2 and delays == [0.01]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_refused_and_the_key_goes_nowhere(serve, tmp_path, monkeypatch, delays, status):
+    secret = "sk-secret-redirect-3c1d"
+    monkeypatch.setenv("ALIGNLAB_TEST_JUDGE_KEY", secret)
+    elsewhere = serve()  # stands for another host: it must receive nothing
+    moved = serve(respond=lambda request: (status, b"", {"Location": elsewhere.base_url + "/chat/completions"}))
+    judge = _judge(moved, tmp_path, api_key_env="ALIGNLAB_TEST_JUDGE_KEY", max_retries=3, both_orders=False)
+    with pytest.raises(AlignlabError) as info:
+        judge.compare("p", "a", "b")
+    message = str(info.value)
+    assert "\n" not in message and secret not in message
+    assert f"redirected (HTTP {status}) to {elsewhere.base_url}/chat/completions;" in message
+    assert message.endswith(f"set base_url to {elsewhere.base_url}")
+    assert elsewhere.requests == [] and delays == []  # nothing followed, nothing retried
+    assert len(moved.requests) == 1 and moved.requests[0]["headers"]["Authorization"] == f"Bearer {secret}"
+
+
+def test_a_relative_redirect_names_the_absolute_location(serve, tmp_path):
+    server = serve(respond=lambda request: (302, b"", {"Location": "/login"}))
+    with pytest.raises(AlignlabError, match=r"redirected \(HTTP 302\) to http://127\.0\.0\.1:\d+/login; .*"
+                                            r"set base_url to the API root there") as info:
+        _judge(server, tmp_path, both_orders=False).compare("p", "a", "b")
+    assert "\n" not in str(info.value) and len(server.requests) == 1
+
+
+def test_an_invalid_url_fails_at_once(tmp_path, delays):
+    judge = HttpJudge("http://127.0.0.1:1/v 1", "m", template=TEMPLATE, cache_dir=tmp_path, max_retries=3,
+                      both_orders=False)
+    with pytest.raises(AlignlabError, match=r"invalid URL \(URL can't contain control characters.*\); fix base_url$"
+                       ) as info:
+        judge.compare("p", "a", "b")
+    assert "\n" not in str(info.value) and judge.requests == 1 and delays == []
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:abc/v1", "http://127.0.0.1:99999/v1", "http://h:0/v1",
+                                      "http://:80/v1", "http://[::1/v1"])
+def test_a_bad_port_or_host_is_a_config_error(base_url):
+    with pytest.raises(ConfigError, match="base_url") as info:
+        HttpJudge(base_url, "m")
+    assert "\n" not in str(info.value)
+
+
+_CERTIFICATE = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+_CERTIFICATE.verify_message = "self-signed certificate"
+
+
+@pytest.mark.parametrize(("error", "transient", "message"), [
+    (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), True, "Connection refused"),
+    (ConnectionResetError(104, "Connection reset by peer"), True, "Connection reset by peer"),
+    (ConnectionAbortedError(103, "Software caused connection abort"), True, "connection abort"),
+    (http.client.RemoteDisconnected("Remote end closed connection without response"), True, "RemoteDisconnected"),
+    (http.client.IncompleteRead(b"{", 10), True, "IncompleteRead"),
+    (TimeoutError("timed out"), True, "timed out"),
+    (urllib.error.URLError(TimeoutError("timed out")), True, "timed out"),
+    (urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")), True,
+     "Temporary failure in name resolution"),
+    (urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known")), False,
+     r"cannot resolve the host \(Name or service not known \(gaierror\)\); check the host name in base_url$"),
+    (urllib.error.URLError(_CERTIFICATE), False,
+     r"the TLS certificate is not trusted \(self-signed certificate\); .*SSL_CERT_FILE"),
+    (http.client.InvalidURL("nonnumeric port: 'x'"), False, r"invalid URL \(nonnumeric port: 'x'\); fix base_url$"),
+    (urllib.error.URLError(OSError(113, "No route to host")), False,
+     r"No route to host \(OSError\); not retried: check base_url and the network$"),
+    (urllib.error.URLError("no host given"), False, r"no host given; not retried"),
+], ids=["refused", "reset", "aborted", "disconnected", "incomplete", "timeout", "connect-timeout", "eai-again",
+        "no-such-host", "certificate", "invalid-url", "no-route", "urlerror-text"])
+def test_only_transient_failures_are_retried(tmp_path, delays, error, transient, message):
+    judge = HttpJudge("http://127.0.0.1:1/v1", "m", template=TEMPLATE, cache_dir=tmp_path, max_retries=2,
+                      backoff=0.01, both_orders=False)
+
+    def fail(request, timeout):
+        raise error
+
+    judge._opener = SimpleNamespace(open=fail)
+    with pytest.raises(AlignlabError, match=message) as info:
+        judge.compare("p", "a", "b")
+    assert "\n" not in str(info.value)
+    if transient:
+        assert str(info.value).endswith("(max_retries, backoff and timeout set how long alignlab waits)")
+        assert "on all 3 attempts" in str(info.value) and judge.requests == 3 and delays == [0.01, 0.02]
+    else:
+        assert "attempts" not in str(info.value) and judge.requests == 1 and delays == []
 
 
 @pytest.mark.parametrize(("status", "body", "message"), [

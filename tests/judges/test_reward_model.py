@@ -112,3 +112,28 @@ def test_loader_checks_fields_before_loading(field, value, tmp_path):
     # tmp_path holds no model: the field is reported, not the missing weights
     with pytest.raises(ConfigError, match=field):
         load_judge({"kind": "reward_model", "model": str(tmp_path), field: value})
+
+
+@pytest.mark.parametrize("label_index", [None, 1], ids=["reward-model", "classifier"])
+def test_a_nan_logit_is_a_one_line_error(tokenizer, monkeypatch, label_index):
+    tokenizer.padding_side = "right"
+    model = gpt2_classifier(tokenizer, num_labels=1 if label_index is None else 2).to(torch.bfloat16)
+    forward = model.forward
+
+    def poisoned(input_ids, attention_mask):  # a bf16 forward whose logits overflow for the texts ending "bad"
+        out = forward(input_ids=input_ids, attention_mask=attention_mask)
+        texts = tokenizer.batch_decode(input_ids, skip_special_tokens=True)
+        out.logits[torch.tensor([text.endswith("bad") for text in texts])] = float("nan")
+        return out
+
+    monkeypatch.setattr(model, "forward", poisoned)
+    model.train()
+    judge = RewardModelJudge(model, tokenizer, label_index=label_index, batch_size=2)
+    assert all(np.isfinite(judge.score_batch(["q: "] * 3, ["the cat", "a reply", "the mat"])))
+    with pytest.raises(AlignlabError) as info:
+        judge.score_batch(["q: "] * 4, ["the cat", "a reply", "too bad", "the mat"])  # the NaN in the 2nd batch
+    assert str(info.value) == ("reward model GPT2ForSequenceClassification returned nan for example 2; a reward "
+                               "must be a finite number")
+    assert model.training  # restored after the error too
+    with pytest.raises(AlignlabError, match="returned nan for example 1"):  # its batch of a then b, through win_rate
+        win_rate(["the cat"], ["too bad"], judge)
