@@ -70,6 +70,9 @@ SMOKE: dict[str, Smoke] = {
     "alignlab train method=dpo max_steps=20 run_dir=runs/dpo-defaults": Smoke(
         TRAIN, produces=("runs/dpo-defaults/final",)),
     "alignlab train --list-keys": Smoke(),
+    "alignlab train --config recipes/online_dpo.yaml run_dir=runs/online": Smoke(
+        "rounds=1 steps_per_round=1 prompts_per_round=8 micro_batch_size=4 max_new_tokens=6 eval_fraction=0.02 "
+        "tensorboard=false progress=false", produces=("runs/online/online_metrics.jsonl",)),
     "accelerate launch --multi_gpu --num_processes 2 -m alignlab.cli train --config recipes/dpo.yaml": Smoke(
         TRAIN, produces=("runs/dpo-*/final",)),
     "accelerate launch --config_file recipes/accelerate/fsdp2.yaml --num_processes 2 -m alignlab.cli train "
@@ -99,6 +102,12 @@ SMOKE: dict[str, Smoke] = {
     "alignlab inspect --model runs/x/final --ref alignlab/tiny-llama --data alignlab/data/samples/pairs.jsonl "
     "--index 3 --top 5": Smoke(),
     "alignlab push runs/x me/tiny-dpo": Smoke(offline=True),
+    # Win rate against a baseline (judge.py is the README's; tests/judges/rules.py has the same function)
+    "alignlab winrate --model runs/x/final --baseline alignlab/tiny-llama --prompts prompts.txt "
+    "--judge py:judge.py:longer --temperatures 0.25,0.75,1.0 --out winrate.json": Smoke(
+        "--max-new-tokens 4 --bootstrap 100",
+        subs=(("py:judge.py:", f"py:{shlex.quote(str(ROOT / 'tests' / 'judges' / 'rules.py'))}:"),),
+        check=lambda d: [r["temperature"] for r in _json(d / "winrate.json")["results"]] == [0.25, 0.75, 1.0]),
     # Frozen Lake
     "alignlab testbed frozenlake --seeds 5": Smoke(
         "--seeds 1 --steps 50", produces=("frozenlake/frozenlake.json",)),
@@ -116,6 +125,11 @@ SMOKE: dict[str, Smoke] = {
     "alignlab testbed sentiment --smoke": Smoke(produces=("sentiment-smoke/sentiment.json",)),
     "alignlab testbed sentiment --policy gpt2-large --reward-model siebert/sentiment-roberta-large-english "
     "--dataset imdb": Smoke(offline=True),
+    # The two paper experiments on the sentiment testbed
+    "alignlab testbed ranking-winrate": Smoke("--smoke", produces=("sentiment-smoke/ranking_winrate.json",
+                                                                   "sentiment-smoke/ranking_winrate.png")),
+    "alignlab testbed tdpo-table": Smoke("--smoke", produces=("sentiment-smoke/tdpo_table.json",
+                                                              "sentiment-smoke/tdpo_table.png")),
 }
 
 

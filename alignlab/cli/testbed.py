@@ -1,7 +1,9 @@
-"""`alignlab testbed frozenlake|sentiment`: the testbeds' parsers and the tables printed after a run.
+"""`alignlab testbed frozenlake|sentiment|ranking-winrate|tdpo-table`: the testbeds' parsers and the tables
+printed after a run.
 
-The testbeds themselves (alignlab.testbeds.frozenlake.run_frozenlake, alignlab.testbeds.sentiment.run_sweep) take
-arguments and return result dicts; this module turns options into those arguments and prints the results.
+The testbeds themselves (alignlab.testbeds.frozenlake.run_frozenlake, alignlab.testbeds.sentiment.run_sweep,
+.ranking_winrate.run_ranking_winrate, .tdpo_table.run_tdpo_table) take arguments and return result dicts; this
+module turns options into those arguments and prints the results.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ TESTBEDS = {
                   "(arXiv 2405.11870)",
     "sentiment": "controlled sentiment (arXiv 2404.11999, Fig. 3): DPO/TDPO reward vs KL frontier, offline by "
                  "default",
+    "ranking-winrate": "ranking accuracy and win rate vs distance from the reference, offline and online DPO (arXiv "
+                       "2405.19534, Fig. 4), on the sentiment testbed",
+    "tdpo-table": "alignment accuracy and entropy of f-DPO, DPO, TDPO1, TDPO2 over seeds (arXiv 2404.11999, "
+                  "Table 1), on the sentiment testbed",
 }
 
 
@@ -49,7 +55,11 @@ def main(argv: list[str]) -> int:
         return frozenlake_main(rest)
     if name == "sentiment":
         return sentiment_main(rest)
-    raise AlignlabError(f"unknown testbed '{name}': choose {' or '.join(TESTBEDS)}")
+    if name == "ranking-winrate":
+        return ranking_winrate_main(rest)
+    if name == "tdpo-table":
+        return tdpo_table_main(rest)
+    raise AlignlabError(f"unknown testbed '{name}': choose {', '.join(TESTBEDS)}")
 
 
 # ------------------------------------------------------------------------------------------------- frozenlake
@@ -203,28 +213,160 @@ def sentiment_main(argv: Sequence[str] | None = None) -> int:
     User errors raise AlignlabError; alignlab.cli.main prints them (one line, exit 2), or re-raises with --debug.
     """
     args = _sentiment_parser().parse_args(argv)
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1; got {args.threads}")
+    _check_threads(args.threads)
     cfg = config_from_args(args)
-    import torch
-    from rich.console import Console
-
     from alignlab.testbeds.sentiment import format_table, run_sweep
 
-    # accelerate warns on every checkpoint of a tied-embedding model (GPT-2); nothing to act on here
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
-
-    console = Console(stderr=True)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        result = run_sweep(cfg, console=console, plot=not args.no_plot)
-    finally:
-        torch.set_num_threads(old_threads)
+    result = _run_quietly(args.threads, lambda console: run_sweep(cfg, console=console, plot=not args.no_plot))
     print(format_table(result))
     print(f"{len(result['runs'])} runs ({result['runs_cached']} reused from the cache) in {result['elapsed_s']}s")
     print("Wrote " + ", ".join(result["files"]))
     return 0
 
 
-__all__ = ["TESTBEDS", "config_from_args", "frozenlake_main", "main", "sentiment_main"]
+# ------------------------------------------------------------------------- the paper experiments on the testbed
+
+
+def _check_threads(threads: int) -> None:
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1; got {threads}")
+
+
+def _run_quietly(threads: int, run: Any) -> Any:
+    """run(console) with `threads` torch intra-op threads (restored afterwards) and a stderr console."""
+    import torch
+    from rich.console import Console
+
+    # accelerate warns on every checkpoint of a tied-embedding model (GPT-2); nothing to act on here
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return run(Console(stderr=True))
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _experiment_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The options every experiment on the sentiment testbed shares: where, which stages, smoke, threads."""
+    from alignlab.testbeds.sentiment.pipeline import SYNTHETIC, TINY_POLICY, SentimentConfig
+
+    d = SentimentConfig()
+    p = argparse.ArgumentParser(prog=f"alignlab testbed {name}", description=description)
+    add = p.add_argument
+    add("--out", default=None, help=f"output and cache directory (default {d.out}, `testbed sentiment`'s: the "
+                                    "experiments share its reference, classifier and pairs; --smoke: "
+                                    f"{d.out}-smoke)")
+    add("--seed", type=int, default=None, help=f"seed of the stages (data, models, pairs) and of training "
+                                               f"({d.seed})")
+    add("--policy", default=None, help=f"'{TINY_POLICY}' (default) or a causal LM (built-in name, local directory, "
+                                       "hub id)")
+    add("--reward-model", default=None, help="sequence classifier (local directory or hub id); default: train a "
+                                             "tiny one")
+    add("--dataset", default=None, help=f"'{SYNTHETIC}' (default), a local directory with train/test files, or a "
+                                        "datasets name; fields text and label")
+    add("--smoke", action="store_true", help="a seconds-long configuration (the test suite's)")
+    add("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    add("--no-plot", action="store_true", help="write only the JSON")
+    return p
+
+
+def _stages_from_args(args: argparse.Namespace) -> Any:
+    """The sentiment stages (SentimentConfig) an experiment runs on: the sweep's defaults, --smoke's sizes, then
+    the given --out, --seed, --policy, --reward-model and --dataset (as `testbed sentiment` reads them)."""
+    from alignlab.testbeds.sentiment.pipeline import SMOKE, SentimentConfig
+
+    values: dict[str, Any] = dict(SMOKE) if args.smoke else {}
+    values["out"] = args.out if args.out is not None else SentimentConfig.out + ("-smoke" if args.smoke else "")
+    for name in ("seed", "policy", "reward_model", "dataset"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return replace(SentimentConfig(), **values)
+
+
+def _experiment_values(args: argparse.Namespace, config: type, smoke: dict[str, Any],
+                       skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The experiment's own settings: --smoke's values, then every option given (None: not given)."""
+    values = dict(smoke) if args.smoke else {}
+    for f in fields(config):
+        if f.name != "stages" and f.name not in skip and getattr(args, f.name, None) is not None:
+            values[f.name] = getattr(args, f.name)
+    return values
+
+
+def ranking_winrate_main(argv: Sequence[str] | None = None) -> int:
+    """`alignlab testbed ranking-winrate`: DPO checkpoints' ranking accuracy and win rate against their distance
+    from the reference; print the table and the finding, return 0."""
+    from alignlab.testbeds.sentiment.ranking_winrate import SMOKE, RankingWinrateConfig
+
+    d = RankingWinrateConfig()
+    p = _experiment_parser("ranking-winrate", TESTBEDS["ranking-winrate"] + ": at each checkpoint, ranking "
+                           "accuracy on the training pairs, win rate of its samples against the reference's under "
+                           "the classifier (bootstrap interval), and ||θ − θ_ref||₂.")
+    add = p.add_argument
+    add("--beta", type=float, default=None, help=f"DPO beta ({d.beta:g})")
+    add("--steps", type=int, default=None, help=f"optimizer steps ({d.steps}: 5 epochs of the default pairs)")
+    add("--lr", type=float, default=None, help=f"learning rate ({d.lr:g})")
+    add("--batch-size", type=int, default=None, help=f"pairs per optimizer step ({d.batch_size})")
+    add("--checkpoints", type=int, default=None, help=f"checkpoints measured: one every steps/N steps "
+                                                      f"({d.checkpoints})")
+    add("--online-rounds", type=int, default=None, help=f"rounds of the online DPO arm, steps/N steps each; 0 "
+                                                        f"leaves the arm out ({d.online_rounds})")
+    add("--eval-samples", type=int, default=None, help=f"samples per test prefix for the win rate "
+                                                       f"({d.eval_samples})")
+    add("--bootstrap", dest="n_bootstrap", type=int, default=None,
+        help=f"bootstrap resamples of the win-rate interval ({d.n_bootstrap})")
+    add("--confidence", type=float, default=None, help=f"level of the win-rate intervals ({d.confidence:g})")
+    args = p.parse_args(argv)
+    _check_threads(args.threads)
+    stages = _stages_from_args(args)
+    cfg = RankingWinrateConfig(stages=stages, **_experiment_values(args, RankingWinrateConfig, SMOKE)).validate()
+    from alignlab.testbeds.sentiment.ranking_winrate import format_summary, run_ranking_winrate
+
+    runner = None
+    if cfg.online_rounds:
+        from alignlab.online import run_online as runner
+    result = _run_quietly(args.threads, lambda console: run_ranking_winrate(
+        cfg, console=console, plot=not args.no_plot, online_runner=runner))
+    print(format_summary(result))
+    print(f"{len(result['arms'])} arm(s) ({result['arms_cached']} reused from the cache) in {result['elapsed_s']}s")
+    print("Wrote " + ", ".join(result["files"]))
+    return 0
+
+
+def tdpo_table_main(argv: Sequence[str] | None = None) -> int:
+    """`alignlab testbed tdpo-table`: TDPO's Table 1 (accuracy, entropy) over seeds; print it, return 0."""
+    from alignlab.testbeds.sentiment.tdpo_table import SMOKE, TABLE_METHODS, TdpoTableConfig
+
+    d = TdpoTableConfig()
+    p = _experiment_parser("tdpo-table", TESTBEDS["tdpo-table"] + ": accuracy of the implicit reward on held-out "
+                           "pairs and the predictive entropy of samples, mean ± std over seeds.")
+    add = p.add_argument
+    add("--seeds", type=int, default=None, help=f"training seeds: --seed, --seed + 1, ... ({d.seeds})")
+    add("--methods", default=None, help=f"comma-separated from {', '.join(TABLE_METHODS)} (default all)")
+    add("--beta", type=float, default=None, help=f"beta of every method ({d.beta:g})")
+    add("--alpha", type=float, default=None, help=f"TDPO2's alpha ({d.alpha:g})")
+    add("--steps", type=int, default=None, help=f"optimizer steps per run ({d.steps})")
+    add("--lr", type=float, default=None, help=f"learning rate ({d.lr:g})")
+    add("--batch-size", type=int, default=None, help=f"pairs per optimizer step ({d.batch_size})")
+    add("--eval-samples", type=int, default=None, help=f"samples per test prefix for the entropy "
+                                                       f"({d.eval_samples})")
+    add("--top-p", type=float, default=None, help=f"nucleus p of those samples ({d.top_p:g})")
+    args = p.parse_args(argv)
+    _check_threads(args.threads)
+    stages = _stages_from_args(args)
+    values = _experiment_values(args, TdpoTableConfig, SMOKE, skip=("methods",))
+    if args.methods is not None:
+        values["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    cfg = TdpoTableConfig(stages=stages, **values).validate()
+    from alignlab.testbeds.sentiment.tdpo_table import format_table, run_tdpo_table
+
+    result = _run_quietly(args.threads, lambda console: run_tdpo_table(cfg, console=console, plot=not args.no_plot))
+    print(format_table(result))
+    print(f"{len(result['runs'])} runs ({result['runs_cached']} reused from the cache) in {result['elapsed_s']}s")
+    print("Wrote " + ", ".join(result["files"]))
+    return 0
+
+
+__all__ = ["TESTBEDS", "config_from_args", "frozenlake_main", "main", "ranking_winrate_main", "sentiment_main",
+           "tdpo_table_main"]

@@ -6,6 +6,10 @@
   pipeline.py  SFT -> sampled, classifier-labelled pairs -> DPO/TDPO1/TDPO2/f-DPO/SimPO sweep -> evaluation
   frontier.py  Pareto frontiers, frontier comparison, the reward-vs-KL and SeqKL plots
   report.py    the terminal summary of a sweep (format_table); `alignlab testbed sentiment` is alignlab.cli.testbed
+  ranking_winrate.py  ranking accuracy and win rate vs distance from the reference over DPO checkpoints
+               (arXiv 2405.19534, Sec. 5, Fig. 4) on the pipeline's reference, classifier and pairs
+  tdpo_table.py  alignment accuracy and entropy of f-DPO, DPO, TDPO1, TDPO2 over seeds (arXiv 2404.11999,
+               Table 1) on the same stages and held-out pairs
 """
 
 from alignlab.testbeds.sentiment.pipeline import SentimentConfig, run_sweep

@@ -20,7 +20,8 @@ interrupted sweep resumes at the first unfinished run):
               `models.load_reward_judge` (reward = P(POSITIVE | prefix + completion)).
   pairs       k samples per pair prefix from pi_ref (top_p `pair_top_p`, top_k 0, temperature 1), scored by the
               classifier; one pair per prefix, chosen = the highest reward, rejected = the lowest (rule
-              "max_vs_min"; prefixes whose samples tie or include an empty completion are skipped).
+              "max_vs_min"; prefixes whose samples tie or include an empty completion are skipped). The same
+              procedure on the test prefixes gives held-out pairs (`build_pairs(..., split="test")`).
   runs        one alignlab.train run per (method, beta, alpha) from pi_ref with the shared learning rate, steps
               and batch; held-out pairs (eval_fraction 0.1) are evaluated every `eval_steps` for the sequence KL
               on chosen / rejected (forward and reverse, Fig. 3b-d). Then `eval_samples` samples per test
@@ -175,7 +176,8 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _done(path: Path) -> bool:
+def is_done(path: Path) -> bool:
+    """Whether the training stage in `path` finished (its DONE marker exists)."""
     return (path / "DONE").is_file()
 
 
@@ -220,12 +222,13 @@ def _device() -> torch.device:
     return resolve_device()
 
 
-def _load_lm(name_or_path: str) -> torch.nn.Module:
+def load_lm(name_or_path: str) -> torch.nn.Module:
     """A causal LM for sampling and scoring, on the GPU when there is one (the trainer places its own)."""
     return load_model(name_or_path).to(_device())
 
 
-def _load_judge(name_or_path: str) -> Any:
+def load_judge(name_or_path: str) -> Any:
+    """The reward judge (models.load_reward_judge), on the GPU when there is one."""
     judge = load_reward_judge(name_or_path)
     judge.model.to(_device())
     return judge
@@ -235,11 +238,12 @@ def _sft_model_path(run_dir: Path) -> Path:
     return run_dir / "final"
 
 
-def _train_quietly(base: dict[str, Any], run_dir: Path) -> Path:
-    """Train with alignlab.train into a fresh run_dir (a partial one from an interrupted run is discarded)."""
+def train_run(base: dict[str, Any], run_dir: Path, trainer: Callable[[Any], Any] | None = None) -> Path:
+    """Train the recipe keys `base` into a fresh run_dir (a partial one from an interrupted run is discarded) with
+    `trainer` (a function of the TrainConfig; default alignlab.train.train); the DONE marker is written last."""
     _fresh_dir(run_dir)
     cfg = load_config(base={**base, "run_dir": str(run_dir), "tensorboard": False, "progress": False})
-    train(cfg)
+    (train if trainer is None else trainer)(cfg)
     _mark_done(run_dir)
     return run_dir
 
@@ -278,14 +282,14 @@ def prepare_assets(cfg: SentimentConfig, out: Path, log: Callable[[str], None]) 
                    "lr": cfg.sft_lr, "max_length": cfg.sft_max_length, "seed": cfg.seed}
         keys["sft"] = _key(payload)
         sft_dir = models_dir / f"sft-{keys['sft']}"
-        if not _done(sft_dir):
+        if not is_done(sft_dir):
             log(f"SFT of the policy on {len(sft_texts)} reviews ({cfg.sft_steps} steps)")
             data = write_jsonl_atomically(models_dir / f"sft-data-{keys['sft']}" / "sft.jsonl",
                                           ({"text": t} for t in sft_texts), ensure_ascii=True)
-            _train_quietly({"method": "sft", "model": policy, "train_data": str(data), "seed": cfg.seed,
-                            "micro_batch_size": 32, "max_steps": cfg.sft_steps, "learning_rate": cfg.sft_lr,
-                            "warmup_steps": min(10, cfg.sft_steps - 1), "max_length": cfg.sft_max_length,
-                            "max_prompt_length": cfg.sft_max_length // 2, "eval_fraction": 0.05}, sft_dir)
+            train_run({"method": "sft", "model": policy, "train_data": str(data), "seed": cfg.seed,
+                       "micro_batch_size": 32, "max_steps": cfg.sft_steps, "learning_rate": cfg.sft_lr,
+                       "warmup_steps": min(10, cfg.sft_steps - 1), "max_length": cfg.sft_max_length,
+                       "max_prompt_length": cfg.sft_max_length // 2, "eval_fraction": 0.05}, sft_dir)
         reference = str(_sft_model_path(sft_dir))
     else:
         keys["sft"] = keys["policy"]
@@ -333,50 +337,77 @@ def make_pairs(records: Sequence[dict[str, Any]], rewards: Sequence[float]) -> l
     return pairs
 
 
-def build_pairs(cfg: SentimentConfig, assets: Assets, out: Path, log: Callable[[str], None]) -> Path:
-    """Sample from pi_ref, score with the classifier and write the pairs (cached)."""
+PAIR_SPLITS = ("train", "test")
+
+
+def build_pairs(cfg: SentimentConfig, assets: Assets, out: Path, log: Callable[[str], None], *,
+                split: str = "train") -> Path:
+    """Sample from pi_ref, score with the classifier and write the pairs (cached); returns pairs.jsonl.
+
+    split "train": the `n_prompts` pair prefixes, the preference runs' training data. split "test": the same
+    procedure on the `n_eval_prompts` test prefixes, held-out pairs that no run trains on (the TDPO table's
+    alignment accuracy). The train split's cache key predates `split` and does not include it.
+    """
+    if split not in PAIR_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(PAIR_SPLITS)}; got {split!r}")
+    prefixes = assets.pair_prefixes if split == "train" else assets.eval_prefixes
     payload = {"sft": assets.keys["sft"], "reward": assets.keys["reward"], "data": assets.keys["data"],
-               "n": cfg.n_prompts, "k": cfg.samples_per_prompt, "top_p": cfg.pair_top_p,
+               "n": len(prefixes), "k": cfg.samples_per_prompt, "top_p": cfg.pair_top_p,
                "max_new_tokens": cfg.max_new_tokens, "prefix_words": cfg.prefix_words, "seed": cfg.seed,
                "rule": PAIR_RULE}
-    assets.keys["pairs"] = _key(payload)
-    directory = out / "pairs" / f"pairs-{assets.keys['pairs']}"
-    build_dir_atomically(directory, lambda tmp: _write_pairs(cfg, assets, tmp, log))
+    if split == "train":
+        assets.keys["pairs"] = _key(payload)
+        directory = out / "pairs" / f"pairs-{assets.keys['pairs']}"
+        # a training run needs two batches; an evaluation, two pairs
+        least, options = 2 * cfg.batch_size, "--n-prompts"
+    else:
+        assets.keys["heldout_pairs"] = _key({**payload, "split": split})
+        directory = out / "pairs" / f"heldout-pairs-{assets.keys['heldout_pairs']}"
+        least, options = 2, "--n-eval-prompts"
+    build_dir_atomically(directory, lambda tmp: _write_pairs(cfg, assets, prefixes, tmp, log, least=least,
+                                                             options=options))
     return directory / "pairs.jsonl"
 
 
-def _write_pairs(cfg: SentimentConfig, assets: Assets, directory: Path, log: Callable[[str], None]) -> None:
+def _write_pairs(cfg: SentimentConfig, assets: Assets, prefixes: Sequence[str], directory: Path,
+                 log: Callable[[str], None], *, least: int, options: str) -> None:
     """Sample, label and write pairs.jsonl and summary.json into `directory` (build_pairs' build step)."""
-    log(f"sampling {cfg.samples_per_prompt} completions for {cfg.n_prompts} prefixes and labelling pairs")
+    log(f"sampling {cfg.samples_per_prompt} completions for {len(prefixes)} prefixes and labelling pairs")
     tokenizer = load_tokenizer(assets.reference)
-    model = _load_lm(assets.reference)
-    records = generate(model, tokenizer, assets.pair_prefixes, n=cfg.samples_per_prompt, temperature=1.0,
+    model = load_lm(assets.reference)
+    records = generate(model, tokenizer, prefixes, n=cfg.samples_per_prompt, temperature=1.0,
                        top_p=cfg.pair_top_p, top_k=0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                        batch_size=64)
-    judge = _load_judge(assets.reward_model)
+    judge = load_judge(assets.reward_model)
     rewards = judge.score_batch([r["prompt"] for r in records], [r["completion"] for r in records])
     pairs = make_pairs(records, rewards)
-    if len(pairs) < 2 * cfg.batch_size:
-        raise AlignlabError(f"only {len(pairs)} usable pairs from {cfg.n_prompts} prefixes; raise --n-prompts or "
+    if len(pairs) < least:
+        raise AlignlabError(f"only {len(pairs)} usable pairs from {len(prefixes)} prefixes; raise {options} or "
                             "--samples-per-prompt")
     write_jsonl_atomically(directory / "pairs.jsonl", pairs, ensure_ascii=True)
     write_json_atomically(directory / "summary.json", {
-        "pairs": len(pairs), "prefixes": cfg.n_prompts, "rule": PAIR_RULE,
+        "pairs": len(pairs), "prefixes": len(prefixes), "rule": PAIR_RULE,
         "mean_chosen_reward": float(np.mean([p["chosen_reward"] for p in pairs])),
         "mean_rejected_reward": float(np.mean([p["rejected_reward"] for p in pairs])),
         "mean_sample_reward": float(np.mean(rewards))}, indent=1)
 
 
-def evaluate_policy(policy: str, cfg: SentimentConfig, assets: Assets, judge: Any,
-                    ref_model: torch.nn.Module) -> dict[str, float]:
-    """Reward, KL and diversity of a policy's samples on the test prefixes (module docstring)."""
-    tokenizer = load_tokenizer(policy)
-    model = _load_lm(policy)
-    records = generate(model, tokenizer, assets.eval_prefixes, n=cfg.eval_samples, temperature=1.0, top_p=1.0,
-                       top_k=0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 1, batch_size=64,
-                       ref_model=ref_model)
+def sample_and_score(model: torch.nn.Module, tokenizer: Any, prefixes: Sequence[str], judge: Any,
+                     ref_model: torch.nn.Module, *, n: int, max_new_tokens: int, seed: int,
+                     top_p: float = 1.0) -> tuple[list[dict[str, Any]], list[float]]:
+    """`n` samples per prefix (temperature 1, top_k 0, nucleus `top_p`; generate's records, scored against
+    `ref_model`) and the judge's reward of each. Row (prefix i, sample s) draws its noise from (seed, i, s)
+    alone, so two policies sampled with one seed share it (and identical policies give identical samples)."""
+    records = generate(model, tokenizer, prefixes, n=n, temperature=1.0, top_p=top_p, top_k=0,
+                       max_new_tokens=max_new_tokens, seed=seed, batch_size=64, ref_model=ref_model)
+    rewards = judge.score_batch([r["prompt"] for r in records], [r["completion"] for r in records])
+    return records, [float(r) for r in rewards]
+
+
+def sample_metrics(records: Sequence[dict[str, Any]], rewards: Sequence[float]) -> dict[str, float]:
+    """Reward (mean and standard error), exact and sampled KL, predictive entropy, distinct-1/2 and length of
+    sampled completions (`sample_and_score`'s records and rewards)."""
     texts = [r["completion"] for r in records]
-    rewards = judge.score_batch([r["prompt"] for r in records], texts)
     return {"reward": float(np.mean(rewards)), "reward_se": float(np.std(rewards, ddof=1) / math.sqrt(len(rewards)))
             if len(rewards) > 1 else math.nan, "kl": float(np.mean([r["kl_reverse"] for r in records])),
             "kl_sample": float(np.mean([r["kl_sample"] for r in records])),
@@ -384,6 +415,15 @@ def evaluate_policy(policy: str, cfg: SentimentConfig, assets: Assets, judge: An
             "entropy": mean_token_entropy(records), "distinct_1": distinct_n(texts, 1),
             "distinct_2": distinct_n(texts, 2), "length": float(np.mean([r["num_tokens"] for r in records])),
             "samples": len(records)}
+
+
+def evaluate_policy(policy: str, cfg: SentimentConfig, assets: Assets, judge: Any,
+                    ref_model: torch.nn.Module) -> dict[str, float]:
+    """Reward, KL and diversity of a policy's samples on the test prefixes (module docstring)."""
+    records, rewards = sample_and_score(load_lm(policy), load_tokenizer(policy), assets.eval_prefixes, judge,
+                                        ref_model, n=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
+                                        seed=cfg.seed + 1)
+    return sample_metrics(records, rewards)
 
 
 def run_name(method: str, beta: float, alpha: float | None) -> str:
@@ -402,6 +442,23 @@ def _trajectory(run_dir: Path, batch_size: int) -> list[dict[str, float]]:
     return rows
 
 
+def run_config(cfg: SentimentConfig, assets: Assets, pairs: Path, method: str, beta: float,
+               alpha: float | None) -> dict[str, Any]:
+    """The recipe keys of one preference run from pi_ref on `pairs`: cfg's seed, steps, batch, lr and eval_steps,
+    a tenth of the pairs held out; f-DPO with the forward KL (the TDPO paper's baseline), SimPO's gamma = beta/4."""
+    base: dict[str, Any] = {"method": method, "model": assets.reference, "train_data": str(pairs), "seed": cfg.seed,
+                            "micro_batch_size": cfg.batch_size, "max_steps": cfg.steps, "learning_rate": cfg.lr,
+                            "beta": beta, "max_length": 64 + cfg.max_new_tokens + 8, "max_prompt_length": 64,
+                            "eval_fraction": 0.1, "eval_steps": cfg.eval_steps}
+    if alpha is not None:
+        base["tdpo_alpha"] = alpha
+    if _has_key(method, "fdpo_divergence"):
+        base["fdpo_divergence"] = "forward_kl"  # the TDPO paper's f-DPO baseline
+    if _has_key(method, "simpo_gamma"):
+        base["simpo_gamma"] = beta / 4  # SimPO's gamma / beta = 0.25
+    return base
+
+
 def train_and_evaluate(cfg: SentimentConfig, assets: Assets, pairs: Path, out: Path, method: str, beta: float,
                        alpha: float | None, judge: Any, ref_model: torch.nn.Module) -> dict[str, Any]:
     """One run: train from pi_ref on the pairs, evaluate on the test prefixes; result cached as JSON."""
@@ -413,20 +470,11 @@ def train_and_evaluate(cfg: SentimentConfig, assets: Assets, pairs: Path, out: P
     result_path = out / "runs" / f"{name}.json"
     if result_path.is_file():
         return {**json.loads(result_path.read_text(encoding="utf-8")), "cached": True}
-    base: dict[str, Any] = {"method": method, "model": assets.reference, "train_data": str(pairs), "seed": cfg.seed,
-                            "micro_batch_size": cfg.batch_size, "max_steps": cfg.steps, "learning_rate": cfg.lr,
-                            "beta": beta, "max_length": 64 + cfg.max_new_tokens + 8, "max_prompt_length": 64,
-                            "eval_fraction": 0.1, "eval_steps": cfg.eval_steps}
-    if alpha is not None:
-        base["tdpo_alpha"] = alpha
-    if _has_key(method, "fdpo_divergence"):
-        base["fdpo_divergence"] = "forward_kl"  # the TDPO paper's f-DPO baseline
-    if _has_key(method, "simpo_gamma"):
-        base["simpo_gamma"] = beta / 4  # SimPO's gamma / beta = 0.25
+    base = run_config(cfg, assets, pairs, method, beta, alpha)
     if cfg.checkpoints:
         base.update(save_steps=cfg.steps // (cfg.checkpoints + 1), save_total_limit=None)
     start = time.perf_counter()
-    run_dir = _train_quietly(base, out / "runs" / name)
+    run_dir = train_run(base, out / "runs" / name)
     train_s = time.perf_counter() - start
     metrics = evaluate_policy(str(run_dir / "final"), cfg, assets, judge, ref_model)
     checkpoints = []
@@ -495,6 +543,38 @@ def seqkl_curves(runs: Sequence[dict[str, Any]], which: str) -> tuple[dict, floa
     return curves, beta
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None, through dicts, lists and tuples (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def console_log(console: Any, started: float) -> Callable[[str], None]:
+    """A progress logger: each message on `console` (a rich Console; None is silent) after the seconds since
+    `started` (a time.perf_counter() value)."""
+
+    def log(message: str) -> None:
+        if console is not None:
+            console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/dim] {message}")
+
+    return log
+
+
+def load_stages(cfg: SentimentConfig, log: Callable[[str], None]) -> tuple[Assets, Path, Any, torch.nn.Module]:
+    """Build or reuse the stages under cfg.out (data, policy, SFT reference, classifier, training pairs) and load
+    what every experiment on them needs: (assets, training pairs file, reward judge, reference model)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    assets = prepare_assets(cfg, out, log)
+    pairs = build_pairs(cfg, assets, out, log)
+    return assets, pairs, load_judge(assets.reward_model), load_lm(assets.reference)
+
+
 def run_sweep(cfg: SentimentConfig, *, console: Any = None, plot: bool = True) -> dict[str, Any]:
     """Build or reuse every stage, run every (method, beta, alpha) not yet cached, write the JSON and PNGs.
 
@@ -502,17 +582,9 @@ def run_sweep(cfg: SentimentConfig, *, console: Any = None, plot: bool = True) -
     """
     cfg.validate()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-
-    def log(message: str) -> None:
-        if console is not None:
-            console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/dim] {message}")
-
-    assets = prepare_assets(cfg, out, log)
-    pairs = build_pairs(cfg, assets, out, log)
-    judge = _load_judge(assets.reward_model)
-    ref_model = _load_lm(assets.reference)
+    log = console_log(console, started)
+    assets, pairs, judge, ref_model = load_stages(cfg, log)
     ref_payload = {"sft": assets.keys["sft"], "reward": assets.keys["reward"], "n_eval": cfg.n_eval_prompts,
                    "eval_samples": cfg.eval_samples, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
                    "data": assets.keys["data"], "prefix_words": cfg.prefix_words}
@@ -587,5 +659,7 @@ def _describe(cfg: SentimentConfig) -> str:
     return f"{policy}, {data}, {cfg.steps} steps × {cfg.batch_size} pairs, lr {cfg.lr:g}"
 
 
-__all__ = ["METHODS", "PAIR_RULE", "SMOKE", "Assets", "SentimentConfig", "build_pairs", "evaluate_policy",
-           "make_pairs", "prepare_assets", "run_sweep", "seqkl_curves", "summarize", "train_and_evaluate"]
+__all__ = ["METHODS", "PAIR_RULE", "PAIR_SPLITS", "SMOKE", "Assets", "SentimentConfig", "build_pairs",
+           "console_log", "evaluate_policy", "is_done", "json_safe", "load_judge", "load_lm", "load_stages",
+           "make_pairs", "prepare_assets", "run_config", "run_name", "run_sweep", "sample_and_score",
+           "sample_metrics", "seqkl_curves", "summarize", "train_and_evaluate", "train_run"]
