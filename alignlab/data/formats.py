@@ -19,6 +19,13 @@ Preference (``PreferenceItem``):
   start with the same prompt. Responses keep their leading space.
 - ``ranking``: ``prompt`` string, ``responses`` list of >= 2 strings, ``ranks`` list of numbers (lower =
   better, 1 = best). As preference data it expands into every pair with different ranks (better one = chosen).
+- ``tokenized``: ``prompt_ids``, ``chosen_ids``, ``rejected_ids``, non-empty lists of token ids (integers >= 0,
+  below the tokenizer's size, checked at tokenization). They are trained exactly as given: each sequence is
+  prompt_ids + a response's ids, every response id trained, nothing re-tokenized and nothing added (no BOS, no
+  EOS: a response that ended holds its EOS, one cut off at a length limit does not). A ``prompt`` (string or
+  messages) may come with them: it is what sampling reads (``alignlab.data.prompts``); other fields (the texts)
+  are ignored. Identical pairs are those with equal ids. Preference training only. Online rounds write their pairs
+  in this format, the sampled ids (``alignlab.online``).
 
 Identical pairs: a pair whose chosen and rejected responses are exactly equal (the same characters; for message
 lists the same roles and contents) carries no preference signal: a loss of the chosen-minus-rejected margin gets
@@ -58,12 +65,12 @@ Mistral's and Gemma's templates raise on them and ChatML-style ones render two t
 the model never saw in instruction tuning; in data they are usually a conversion bug. So a multi-turn history
 (system, user, assistant, user) is a valid prompt; (user, assistant) or (assistant, user) is not.
 
-Detection (``format="auto"``) looks at the fields of the first record that identify a format: ``messages`` ->
-messages, ``responses`` -> ranking, ``chosen``+``rejected`` with ``prompt`` -> conversational (list prompt) or
-standard, without ``prompt`` -> implicit (lists), hh (strings holding ``"\\n\\nAssistant:"``) or implicit
-(other strings), ``completion``+``label`` -> unpaired, ``prompt``+``completion`` (no ``label``) ->
-prompt_completion, ``text`` -> text. Every record is then
-checked against that one format, so a dataset never mixes formats silently.
+Detection (``format="auto"``) looks at the fields of the first record that identify a format: ``chosen_ids``
++``rejected_ids`` -> tokenized, ``messages`` -> messages, ``responses`` -> ranking, ``chosen``+``rejected``
+with ``prompt`` -> conversational (list prompt) or standard, without ``prompt`` -> implicit (lists), hh
+(strings holding ``"\\n\\nAssistant:"``) or implicit (other strings), ``completion``+``label`` -> unpaired,
+``prompt``+``completion`` (no ``label``) -> prompt_completion, ``text`` -> text. Every record is then checked
+against that one format, so a dataset never mixes formats silently.
 
 A record is "empty" where a required string has no non-whitespace character. An empty prompt or response in
 the data is an error, except where the empty response comes out of the hh / implicit split: that pair is
@@ -82,7 +89,7 @@ from alignlab.errors import ConfigError, DataError
 Message = dict[str, str]
 Content = str | list[Message]
 
-PREFERENCE_FORMATS = ("standard", "conversational", "implicit", "hh", "ranking")
+PREFERENCE_FORMATS = ("standard", "conversational", "implicit", "hh", "ranking", "tokenized")
 SFT_FORMATS = ("prompt_completion", "messages", "text")
 UNPAIRED_FORMATS = ("unpaired",)
 FORMATS = PREFERENCE_FORMATS + SFT_FORMATS + UNPAIRED_FORMATS
@@ -99,6 +106,9 @@ CANONICAL_FIELDS = (
     "alpha",
     "votes",
     "label",
+    "prompt_ids",
+    "chosen_ids",
+    "rejected_ids",
 )
 HH_ASSISTANT_TAG = "\n\nAssistant:"
 ROLES = ("system", "user", "assistant")
@@ -112,9 +122,20 @@ ROLE_ALIASES = {
 }
 
 
+@dataclass(frozen=True)
+class TokenIds:
+    """The ids of a pre-tokenized pair (format ``tokenized``), trained exactly as given."""
+
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+
 @dataclass
 class PreferenceItem:
-    """A validated preference pair. Strings (text formats) or message lists (chat formats); never mixed."""
+    """A validated preference pair. Strings (text formats) or message lists (chat formats); never mixed. A
+    ``tokenized`` pair holds its ids in ``token_ids``, its prompt text (``""`` without one) in ``prompt`` and
+    ``""`` in ``chosen`` / ``rejected``."""
 
     prompt: Content
     chosen: Content
@@ -124,10 +145,18 @@ class PreferenceItem:
     alpha: float | None = None
     votes: list[int] | None = None
     pair: tuple[int, int] | None = None  # (chosen, rejected) response positions for ranking records
+    token_ids: TokenIds | None = None
 
     @property
     def is_chat(self) -> bool:
         return isinstance(self.prompt, list)
+
+    @property
+    def identical(self) -> bool:
+        """Whether chosen and rejected are the same response (the same ids for a tokenized pair)."""
+        if self.token_ids is not None:
+            return self.token_ids.chosen == self.token_ids.rejected
+        return self.chosen == self.rejected
 
 
 @dataclass
@@ -309,6 +338,18 @@ class _Fields:
             )
         return messages
 
+    def token_ids(self, canonical: str) -> list[int]:
+        """A non-empty list of token ids (integers >= 0)."""
+        key, value = self.name(canonical), self.get(canonical)
+        if not isinstance(value, list):
+            raise _Problem(f"field '{key}' must be a list of token ids, got {_type_name(value)}")
+        if not value:
+            raise _Problem(f"field '{key}' is empty")
+        for i, v in enumerate(value):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise _Problem(f"field '{key}' item {i} must be a token id (an integer >= 0), got {v!r}")
+        return list(value)
+
     def alpha(self) -> float | None:
         if not self.has("alpha"):
             return None
@@ -337,6 +378,8 @@ def _type_name(value: Any) -> str:
 def detect_format(record: Record, names: dict[str, str]) -> str:
     """The format of a dataset, from the fields of its first readable record (module docstring)."""
     f = _Fields(record.data, names)
+    if f.has("chosen_ids") and f.has("rejected_ids"):
+        return "tokenized"
     if f.has("messages"):
         return "messages"
     if f.has("responses"):
@@ -357,8 +400,8 @@ def detect_format(record: Record, names: dict[str, str]) -> str:
     fields = ", ".join(sorted(record.data)) or "none"
     raise DataError(
         f"{record.where}: cannot detect the data format from fields [{fields}]; expected "
-        "prompt/chosen/rejected, chosen/rejected, prompt/responses/ranks, prompt/completion/label, "
-        "prompt/completion, messages or text "
+        "prompt/chosen/rejected, chosen/rejected, prompt_ids/chosen_ids/rejected_ids, prompt/responses/ranks, "
+        "prompt/completion/label, prompt/completion, messages or text "
         "(map columns with columns= or pass format=)"
     )
 
@@ -504,6 +547,10 @@ def _preference(f: _Fields, record: Record, fmt: str) -> list[PreferenceItem]:
                 c, r = (i, j) if ranks[i] < ranks[j] else (j, i)
                 items.append(PreferenceItem(prompt, responses[c], responses[r], pair=(c, r), **base))
         return items
+    if fmt == "tokenized":
+        ids = TokenIds(*(f.token_ids(name) for name in ("prompt_ids", "chosen_ids", "rejected_ids")))
+        prompt = _prompt(f) if f.has("prompt") else ""
+        return [PreferenceItem(prompt, "", "", token_ids=ids, **base)]
     raise AssertionError(fmt)
 
 
@@ -576,6 +623,9 @@ def normalize_records(
         )
     if (task == "unpaired") != (fmt in UNPAIRED_FORMATS):
         raise DataError(_task_mismatch(records[0].where, fmt, task))
+    if task == "sft" and fmt == "tokenized":
+        raise DataError(f"{records[0].where}: format 'tokenized' holds preference pairs as token ids; SFT "
+                        "training needs text (prompt/completion, messages or text records)")
     result = NormalizeResult(format=fmt)
     if task == "unpaired":
         for record in records:
@@ -610,14 +660,14 @@ def normalize_records(
             else:
                 pairs = pairs[:1]
         for p in pairs:
-            if task == "preference" and p.chosen == p.rejected:
+            if task == "preference" and p.identical:
                 result.n_identical_pairs += 1
                 first_identical = first_identical or record.where
                 if drop_identical_pairs:
                     result.n_dropped_identical += 1
                     continue
             sides = (p.chosen, p.rejected) if task == "preference" else (p.chosen,)
-            if any(isinstance(x, str) and not x.strip() for x in sides):
+            if p.token_ids is None and any(isinstance(x, str) and not x.strip() for x in sides):
                 result.n_empty_responses += 1
                 first_empty = first_empty or record.where
             if task == "preference":

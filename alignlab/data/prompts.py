@@ -7,7 +7,7 @@ A source is read with its DataSpec as training reads it (split, columns, shuffli
   are ignored.
 - every format the trainer reads (``alignlab.data.formats``): the prompt of each pair, SFT or unpaired example
   (a ``messages`` conversation: the turns before its last assistant turn). ``text`` records hold no prompt and
-  are an error.
+  are an error, and so are ``tokenized`` records without a ``prompt`` text.
 Every record is validated before any prompt is returned; a bad record raises one DataError naming its file and
 line (or record index) and the field.
 """
@@ -35,7 +35,9 @@ from alignlab.data.validate import data_error
 from alignlab.errors import DataError
 
 # fields whose presence makes a record a training format rather than a bare prompt
-_RESPONSE_FIELDS = ("chosen", "rejected", "completion", "messages", "text", "responses")
+_RESPONSE_FIELDS = ("chosen", "rejected", "completion", "messages", "text", "responses", "chosen_ids",
+                    "rejected_ids")
+PROMPT_ONLY = "prompt_only"  # read_prompt_source's name for a source of bare prompt records
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,13 @@ def read_prompts(source: Any, spec: DataSpec | None = None, **settings: Any) -> 
     DataError (one line, naming the first bad record and its field; all errors on ``.errors``) for unreadable or
     invalid records, a ``text`` source, or a source without records.
     """
+    return read_prompt_source(source, spec, **settings)[0]
+
+
+def read_prompt_source(source: Any, spec: DataSpec | None = None,
+                       **settings: Any) -> tuple[list[PromptItem], str]:
+    """(read_prompts' distinct prompts, the source's format): ``PROMPT_ONLY`` for bare prompt records, else the
+    training format detected (or given), e.g. one of ``PREFERENCE_FORMATS`` for a source that holds pairs."""
     spec = DataSpec.of(spec, **settings)
     records, errors = read_records(source, split=spec.split, data_files=spec.data_files,
                                    shuffle_seed=spec.shuffle_seed, limit=spec.limit)
@@ -82,6 +91,7 @@ def read_prompts(source: Any, spec: DataSpec | None = None, **settings: Any) -> 
     names = check_columns(spec.columns)
     found: list[PromptItem] = []
     if spec.format == "auto" and _is_prompt_only(records[0].data, names):
+        fmt = PROMPT_ONLY
         problems = []
         for record in records:
             try:
@@ -94,7 +104,7 @@ def read_prompts(source: Any, spec: DataSpec | None = None, **settings: Any) -> 
         if problems:
             raise data_error(problems)
     else:
-        found = _format_prompts(records, spec, names)
+        found, fmt = _format_prompts(records, spec, names)
     seen: set[str] = set()
     distinct = []
     for item in found:
@@ -102,11 +112,11 @@ def read_prompts(source: Any, spec: DataSpec | None = None, **settings: Any) -> 
         if key not in seen:
             seen.add(key)
             distinct.append(item)
-    return distinct
+    return distinct, fmt
 
 
-def _format_prompts(records: list, spec: DataSpec, names: dict[str, str]) -> list[PromptItem]:
-    """Prompts of records in a training format, validated as training validates them."""
+def _format_prompts(records: list, spec: DataSpec, names: dict[str, str]) -> tuple[list[PromptItem], str]:
+    """(prompts of records in a training format, validated as training validates them; the format)."""
     fmt = _detect_dataset_format(records, names) if spec.format == "auto" else spec.format
     task = "unpaired" if fmt in UNPAIRED_FORMATS else "sft" if fmt in SFT_FORMATS else "preference"
     if fmt == "text":
@@ -121,8 +131,11 @@ def _format_prompts(records: list, spec: DataSpec, names: dict[str, str]) -> lis
         prompt = item.prompt
         if fmt == "messages":
             prompt = _messages_prompt(item.messages, item.where)
+        if prompt == "":  # a tokenized pair without its text
+            raise DataError(f"{item.where}: field '{names.get('prompt', 'prompt')}' is missing; a tokenized pair "
+                            "needs its prompt text to sample from")
         items.append(PromptItem(prompt, item.index, item.where))
-    return items
+    return items, fmt
 
 
-__all__ = ["PromptItem", "read_prompts"]
+__all__ = ["PROMPT_ONLY", "PromptItem", "read_prompt_source", "read_prompts"]

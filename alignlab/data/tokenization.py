@@ -30,6 +30,11 @@ exact and identical for training, reference log-probs and ranking, and it counts
 any boundary would merge in ``DataReport.n_boundary_merges``. Generation from the prompt ids reproduces the
 training tokenization; text that is re-tokenized jointly may not, and the count says how often.
 
+Pre-tokenized pairs (format ``tokenized``) skip steps 1-4: the sequence is their prompt ids followed by a
+response's ids exactly as given (nothing prepended or appended, no merge to count), every response id is
+trained, and an id outside the tokenizer is a DataError naming the record and field. Truncation applies to them
+as to any pair; the tokenizer's prefix ids the prompt starts with count as its protected start.
+
 Truncation (the DPO reference code's rule, eric-mitchell/direct-preference-optimization), with L = len(prompt) + max(len(chosen), len(rejected))
 counted in tokens including the prefix (BOS) and EOS:
 - if L > max_length, cut the prompt to max_prompt_length tokens, the prefix included and always kept: keep
@@ -52,7 +57,7 @@ from alignlab.data.chat import Segment, chat_segments, merge_segments, render_me
 from alignlab.data.formats import PreferenceItem, SFTItem, UnpairedItem
 from alignlab.data.report import DataReport
 from alignlab.data.spec import DataSpec
-from alignlab.errors import ConfigError
+from alignlab.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
 # Plain words every vocabulary encodes to at least one id, with no special-token text in them.
@@ -264,6 +269,33 @@ def _has_trained(labels: list[int]) -> bool:
     return any(x != IGNORE_INDEX for x in labels)
 
 
+def _pair_ids(item: PreferenceItem, tokenizer: Any, enc: _Encoder):
+    """(prompt, lead, chosen, chosen labels, rejected, rejected labels, boundary merged) of one pair before
+    truncation, or None when a response is empty."""
+    ids = item.token_ids
+    if ids is not None:  # pre-tokenized: exactly these ids
+        size = len(tokenizer)
+        for name, values in (("prompt_ids", ids.prompt), ("chosen_ids", ids.chosen), ("rejected_ids", ids.rejected)):
+            bad = next((x for x in values if x >= size), None)
+            if bad is not None:
+                raise DataError(f"{item.where}: field '{name}' holds token id {bad}, but the tokenizer has {size} "
+                                "ids; give ids of the tokenizer that trains")
+        prompt, chosen, rejected = list(ids.prompt), list(ids.chosen), list(ids.rejected)
+        return prompt, enc.lead(prompt), chosen, list(chosen), rejected, list(rejected), False
+    prompt_text, chosen_segs, rejected_segs = preference_segments(tokenizer, item)
+    if not any(t.strip() for t, _ in chosen_segs) or not any(t.strip() for t, _ in rejected_segs):
+        return None
+    prompt = encode(tokenizer, prompt_text)
+    chosen, chosen_labels, chosen_parts = enc.response(chosen_segs)
+    rejected, rejected_labels, rejected_parts = enc.response(rejected_segs)
+    merged = any(
+        enc.merges([prompt_text] + [t for t, _ in segs], [prompt] + parts)
+        for segs, parts in ((chosen_segs, chosen_parts), (rejected_segs, rejected_parts))
+    )
+    prompt, lead = enc.start(prompt)
+    return prompt, lead, chosen, chosen_labels, rejected, rejected_labels, merged
+
+
 def tokenize_preference(
     items: list[PreferenceItem],
     tokenizer: Any,
@@ -274,18 +306,11 @@ def tokenize_preference(
     enc = _Encoder(tokenizer, spec.max_prompt_length)
     out = []
     for item in items:
-        prompt_text, chosen_segs, rejected_segs = preference_segments(tokenizer, item)
-        if not any(t.strip() for t, _ in chosen_segs) or not any(t.strip() for t, _ in rejected_segs):
+        encoded = _pair_ids(item, tokenizer, enc)
+        if encoded is None:
             report.n_dropped_empty += 1
             continue
-        prompt = encode(tokenizer, prompt_text)
-        chosen, chosen_labels, chosen_parts = enc.response(chosen_segs)
-        rejected, rejected_labels, rejected_parts = enc.response(rejected_segs)
-        merged = any(
-            enc.merges([prompt_text] + [t for t, _ in segs], [prompt] + parts)
-            for segs, parts in ((chosen_segs, chosen_parts), (rejected_segs, rejected_parts))
-        )
-        prompt, lead = enc.start(prompt)
+        prompt, lead, chosen, chosen_labels, rejected, rejected_labels, merged = encoded
         prompt_cut = eos_dropped = False
         longest = len(prompt) + max(len(chosen), len(rejected))
         if longest > spec.max_length and len(prompt) > spec.max_prompt_length:

@@ -4,7 +4,9 @@ Round r:
   1. sample K = samples_per_prompt completions of each of the round's prompts from the current policy (the
      initial model for round 0, round r-1's final/ after that), seeded per sequence from (seed, round);
   2. score every completion with the reward judge; pair them (best_vs_worst or all_pairs above min_margin,
-     alignlab.online.pairs) and save samples.jsonl and pairs.jsonl, atomically, before any training;
+     alignlab.online.pairs) and save samples.jsonl and pairs.jsonl, atomically, before any training. The pairs
+     are pre-tokenized (format `tokenized`): they train on exactly the sampled ids, and a completion cut off at
+     max_new_tokens (not finished) gets no EOS;
   3. train the config's paired method on pairs.jsonl with the Trainer for steps_per_round steps (or `epochs`
      passes), starting from the current policy, in rounds/round-r/train/. The reference is the initial one
      (`reference: fixed`: ref_model, else the initial model) or the current policy (`previous_round`: iterative
@@ -18,14 +20,22 @@ save_steps sets how much of a round a crash can cost). Every round reads its pol
 equals an uninterrupted one.
 
 Metrics of a round (round.json, one line of online_metrics.jsonl):
-  samples/*  the judge's rewards of the round's samples (mean, std, mean of each prompt's best and worst);
+  samples/*  the judge's rewards of the round's samples (mean, std, mean of each prompt's best and worst) and
+             truncated_fraction, the fraction cut off at max_new_tokens (they train as sampled, without EOS);
   pairs/*    how many pairs and prompts with a pair, the reward margins (chosen minus rejected), and the ranking
              accuracy (Def. 2.3 of arXiv 2405.19534, strict; and length-normalised) of the trained policy on them;
   heldout/*  on a held-out set fixed at the start: the judge's mean reward of the trained policy's samples (the
              same seeds every round), its ranking accuracy on the held-out pairs and the flip groups against the
              initial policy ("flips since the start", alignlab.diagnostics.flips).
-The held-out prompts are eval_data's (its pairs are the held-out pairs) or, without eval_data, an eval_fraction
-of the prompts, never trained on, whose pairs are built once from the initial policy's samples.
+The held-out prompts are eval_data's or, without eval_data, an eval_fraction of the prompts, never trained on.
+The held-out pairs are eval_data's when it holds preference pairs; otherwise (prompt-only records, or another
+format) they are built once from the initial policy's samples of the held-out prompts.
+
+Checks. Everything that can be checked before a run writes anything is: the keys, the run directory, the prompts
+(and eval_data's pairs), prompts_per_round against the number of prompts, and whether a round can give one
+optimizer step's pairs at all. A round whose judge gives fewer pairs than one step stops the run for good (its
+samples are saved and the keys that would change that cannot change on resume): start again in a new run_dir.
+run_dir is made absolute in every round's config, so a resume may spell it differently (relative or absolute).
 
 Layout of run_dir: config.yaml, online_metrics.jsonl, heldout/ (samples.jsonl, pairs.jsonl, baseline.json) and
 rounds/round-000/ (samples.jsonl, pairs.jsonl, train/ — a trainer run directory —, heldout_samples.jsonl,
@@ -47,10 +57,10 @@ from typing import Any
 import torch
 import yaml
 
-from alignlab.assets import load_model, load_tokenizer, resolve_device
+from alignlab.assets import load_tokenizer, resolve_device
 from alignlab.cache import write_json_atomically, write_jsonl_atomically, write_text_atomically
-from alignlab.data import SAMPLES_DIR, load_preference_data, padding_id
-from alignlab.data.prompts import PromptItem, read_prompts
+from alignlab.data import PREFERENCE_FORMATS, SAMPLES_DIR, load_preference_data, padding_id
+from alignlab.data.prompts import PromptItem, read_prompt_source, read_prompts
 from alignlab.diagnostics.flips import flip_groups
 from alignlab.diagnostics.ranking import ranking_correct
 from alignlab.errors import AlignlabError, ConfigError, DataError
@@ -59,7 +69,7 @@ from alignlab.models import Trunk, score_batches
 from alignlab.online.pairs import build_pairs
 from alignlab.online.sampling import check_reward_judge, derived_seed, sample_and_judge
 from alignlab.train.config import OnlineConfig, TrainConfig, load_config, run_config_values
-from alignlab.train.modeling import autocast
+from alignlab.train.modeling import autocast, load_named_model
 from alignlab.train.run_lock import RunLock
 from alignlab.train.trainer import Trainer
 
@@ -84,13 +94,19 @@ def round_dir(run_dir: str | Path, r: int) -> Path:
     return Path(run_dir) / "rounds" / f"round-{r:03d}"
 
 
+def _run_dir(cfg: TrainConfig) -> Path:
+    """The online run's directory, absolute: a resume that spells it another way writes the same round configs."""
+    return cfg.resolved_run_dir().resolve()
+
+
 def round_config(cfg: TrainConfig, r: int) -> TrainConfig:
     """The training config of round r: the online config with its online section off, trained on the round's
     pairs from the current policy, against the reference the `reference` key asks for, without the trainer's
-    own held-out split (the online run measures a fixed held-out set itself)."""
+    own held-out split (the online run measures a fixed held-out set itself). Its paths under run_dir are
+    absolute."""
     values = {**cfg.to_dict(), **dataclasses.asdict(OnlineConfig())}  # the online keys off (their flat names)
-    here = round_dir(cfg.resolved_run_dir(), r)
-    values.update(model=cfg.model.name if r == 0 else str(round_dir(cfg.resolved_run_dir(), r - 1) / "train" / "final"),
+    here = round_dir(_run_dir(cfg), r)
+    values.update(model=cfg.model.name if r == 0 else str(round_dir(_run_dir(cfg), r - 1) / "train" / "final"),
                   tokenizer=cfg.model.tokenizer or cfg.model.name, train_data=str(here / "pairs.jsonl"),
                   train_split="train", data_format="auto", columns={}, limit=None, eval_data=None,
                   eval_fraction=0.0, drop_identical_pairs=True, max_steps=cfg.online.steps_per_round,
@@ -129,12 +145,13 @@ class _Online:
 
     def __init__(self, cfg: TrainConfig, judge: Any, resume: bool, console: Any):
         self.cfg, self.judge, self.resume, self.console = cfg, judge, resume, console
-        self.run_dir = cfg.resolved_run_dir()
+        self.run_dir = _run_dir(cfg)
         self.device = resolve_device(None)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name)
         # how the pair files this run writes are read: as each round's training reads them (round_config)
         self.pairs_spec = round_config(cfg, 0).data.spec("train")
-        self.heldout_spec = self.pairs_spec  # eval_data's own settings when it is given (_prompts)
+        self.heldout_spec = self.pairs_spec  # eval_data's own settings when its pairs are the held-out ones
+        self._pairs: dict[str, list[dict[str, Any]]] = {}  # held-out pairs, tokenized once (_heldout_pairs)
 
     def _print(self, message: str) -> None:
         if self.console is not None:
@@ -169,13 +186,19 @@ class _Online:
         return finished
 
     def _prompts(self) -> tuple[list[PromptItem], list[PromptItem], Path | None]:
-        """(training prompts, held-out prompts, held-out pairs file given by eval_data or None)."""
+        """(training prompts, held-out prompts, held-out pairs file given by eval_data or None). Reads only; a
+        preference eval_data is tokenized here, so a bad one stops the run before it writes anything."""
         data = self.cfg.data
         source = str(data.train_data or SAMPLES_DIR / "pairs.jsonl")
         prompts = read_prompts(source, data.spec(data.train_split))
         if data.eval_data is not None:
-            self.heldout_spec = data.spec(data.eval_split)
-            return prompts, read_prompts(data.eval_data, self.heldout_spec), Path(data.eval_data)
+            spec = data.spec(data.eval_split)
+            heldout, fmt = read_prompt_source(data.eval_data, spec)
+            if fmt not in PREFERENCE_FORMATS:  # prompts only: pairs from the initial policy's samples (_heldout)
+                return prompts, heldout, None
+            self.heldout_spec = spec
+            self._heldout_pairs(str(data.eval_data))
+            return prompts, heldout, Path(data.eval_data)
         if data.eval_fraction == 0:
             return prompts, [], None
         held = max(1, round(len(prompts) * data.eval_fraction))
@@ -193,23 +216,39 @@ class _Online:
         per_round = self.cfg.online.prompts_per_round
         if per_round is None:
             return list(range(n_prompts))
-        if per_round > n_prompts:
-            raise ConfigError(f"config key 'prompts_per_round' is {per_round}, more than the {n_prompts} training "
-                              "prompts (distinct, held-out ones excluded): lower it or leave it null for all")
         generator = torch.Generator().manual_seed(derived_seed(self.cfg.run.seed, _PROMPT_STAGE, r))
         return sorted(torch.randperm(n_prompts, generator=generator)[:per_round].tolist())
 
+    def _check_sizes(self, n_prompts: int) -> None:
+        """Refuse, before anything is written, prompts_per_round above the number of training prompts and rounds
+        that cannot give one optimizer step's pairs whatever the judge says."""
+        online, optim = self.cfg.online, self.cfg.optim
+        per_round = online.prompts_per_round
+        if per_round is not None and per_round > n_prompts:
+            raise ConfigError(f"config key 'prompts_per_round' is {per_round}, more than the {n_prompts} training "
+                              "prompts (distinct, held-out ones excluded): lower it or leave it null for all")
+        k = online.samples_per_prompt
+        per_prompt = 1 if online.pair_rule == "best_vs_worst" else k * (k - 1) // 2
+        most = (per_round or n_prompts) * per_prompt
+        step_rows = optim.micro_batch_size * optim.gradient_accumulation_steps
+        if most < step_rows:
+            raise ConfigError(f"a round gives at most {most} pairs ({per_round or n_prompts} prompts, pair_rule "
+                              f"{online.pair_rule}, samples_per_prompt {k}), fewer than one optimizer step's "
+                              f"{step_rows} (micro_batch_size x gradient_accumulation_steps): raise "
+                              "prompts_per_round or samples_per_prompt, or lower micro_batch_size")
+
     # ------------------------------------------------------------------------------------------- models
     def _load(self, name: str) -> torch.nn.Module:
-        """A policy for sampling and scoring, as the trainer loads it (a built-in with the run's seed)."""
+        """A policy for sampling and scoring, as the trainer loads it (a built-in with the run's seed, a trained
+        round's final/ as saved)."""
         dtype = torch.bfloat16 if self.cfg.model.dtype == "bfloat16" else torch.float32
-        return load_model(name, seed=self.cfg.run.seed, dtype=dtype).to(self.device).eval()
+        return load_named_model(name, seed=self.cfg.run.seed, dtype=dtype).to(self.device).eval()
 
-    def _sample(self, model: torch.nn.Module, prompts: Sequence[PromptItem], prompt_ids: Sequence[int],
+    def _sample(self, model: torch.nn.Module, prompts: Sequence[PromptItem], prompt_indices: Sequence[int],
                 seed: int) -> list[dict[str, Any]]:
         online = self.cfg.online
         with autocast(self.cfg.model.mixed_precision, self.device):
-            return sample_and_judge(model, self.tokenizer, prompts, prompt_ids, self.judge,
+            return sample_and_judge(model, self.tokenizer, prompts, prompt_indices, self.judge,
                                     n=online.samples_per_prompt, seed=seed, temperature=online.temperature,
                                     top_p=online.top_p, top_k=online.top_k, max_new_tokens=online.max_new_tokens,
                                     batch_size=online.generation_batch_size)
@@ -225,7 +264,9 @@ class _Online:
                 "chosen_tokens": out["tokens"][0].tolist(), "rejected_tokens": out["tokens"][1].tolist()}
 
     def _heldout_pairs(self, source: str) -> list[dict[str, Any]]:
-        return load_preference_data(source, self.tokenizer, self.heldout_spec)[0]
+        if source not in self._pairs:
+            self._pairs[source] = load_preference_data(source, self.tokenizer, self.heldout_spec)[0]
+        return self._pairs[source]
 
     # ------------------------------------------------------------------------------------------ held-out
     def _heldout(self, prompts: list[PromptItem], given: Path | None) -> dict[str, Any]:
@@ -282,6 +323,7 @@ class _Online:
         cfg = self.cfg
         first = self._check_run_dir()
         prompts, heldout_prompts, given = self._prompts()
+        self._check_sizes(len(prompts))
         # after every check (the data's included): the config a resume compares with
         write_text_atomically(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         baseline = self._heldout(heldout_prompts, given)
@@ -316,8 +358,9 @@ class _Online:
         step_rows = cfg.optim.micro_batch_size * cfg.optim.gradient_accumulation_steps
         if len(pairs) < step_rows:
             raise AlignlabError(f"round {r}: the judge's rewards gave {len(pairs)} pairs, fewer than one optimizer "
-                                f"step's {step_rows} (micro_batch_size x gradient_accumulation_steps): raise "
-                                "samples_per_prompt or prompts_per_round, or lower min_margin")
+                                f"step's {step_rows} (micro_batch_size x gradient_accumulation_steps), so this run "
+                                "cannot go on (its keys cannot change on resume): start again in a new run_dir "
+                                "with a larger samples_per_prompt or prompts_per_round, or a lower min_margin")
         train_dir = here / "train"
         if not (train_dir / "final").is_dir():  # final/ is written atomically: present means trained
             Trainer(round_cfg, resume=train_dir.exists(), console=self.console).train()
@@ -361,6 +404,7 @@ def _sample_metrics(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
         by_prompt.setdefault(s["prompt_index"], []).append(s["reward"])
     return {"samples": len(samples), "samples/reward_mean": statistics.fmean(rewards),
             "samples/reward_std": statistics.pstdev(rewards),
+            "samples/truncated_fraction": statistics.fmean(not s["finished"] for s in samples),
             "samples/reward_best_mean": statistics.fmean(max(v) for v in by_prompt.values()),
             "samples/reward_worst_mean": statistics.fmean(min(v) for v in by_prompt.values())}
 

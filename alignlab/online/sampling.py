@@ -3,7 +3,9 @@
 Sampling is alignlab.diagnostics.generation's: batched `generate` with the KV cache, one CPU generator per
 sequence seeded from (seed, prompt position, sample index), so a round's samples are a pure function of the
 policy's weights, the prompts and the seed. Chat prompts are rendered with the tokenizer's chat template and its
-generation prompt, as training renders them, and the judge sees that rendered prompt text.
+generation prompt, as training renders them, and the judge sees that rendered prompt text. A record keeps the
+token ids that were sampled (the prompt's, encoded as generation encodes it, and the completion's), so the pairs
+train on exactly those ids rather than on the decoded text encoded again (alignlab.online.pairs).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import torch
 
 from alignlab.data.chat import render_messages
 from alignlab.data.prompts import PromptItem
+from alignlab.data.tokenization import encode_prompt
 from alignlab.diagnostics.generation import generate
-from alignlab.errors import AlignlabError, ConfigError
+from alignlab.errors import ConfigError
+from alignlab.judges.interface import checked_rewards, judge_name
 
 
 def derived_seed(*parts: int) -> int:
@@ -40,40 +44,35 @@ def check_reward_judge(judge: Any) -> Any:
 
 
 def judge_rewards(judge: Any, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-    """[n] finite float rewards of n (prompt, completion) pairs; AlignlabError naming the problem otherwise."""
+    """[n] finite float rewards of n (prompt, completion) pairs; a one-line AlignlabError otherwise
+    (alignlab.judges.interface.checked_rewards)."""
     rewards = judge.score_batch(list(prompts), list(completions))
-    try:
-        rewards = [float(r) for r in rewards]
-    except (TypeError, ValueError):
-        raise AlignlabError(f"the judge returned {type(rewards).__name__} values that are not numbers") from None
-    if len(rewards) != len(completions):
-        raise AlignlabError(f"the judge returned {len(rewards)} rewards for {len(completions)} completions")
-    bad = next((i for i, r in enumerate(rewards) if not np.isfinite(r)), None)
-    if bad is not None:
-        raise AlignlabError(f"the judge returned {rewards[bad]} for completion {bad}; rewards must be finite")
-    return rewards
+    return checked_rewards(rewards, len(completions), judge_name(judge), where=lambda i: f"completion {i}")
 
 
 @torch.no_grad()
 def sample_and_judge(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[PromptItem],
-                     prompt_ids: Sequence[int], judge: Any, *, n: int, seed: int, temperature: float, top_p: float,
-                     top_k: int, max_new_tokens: int, batch_size: int) -> list[dict[str, Any]]:
+                     prompt_indices: Sequence[int], judge: Any, *, n: int, seed: int, temperature: float,
+                     top_p: float, top_k: int, max_new_tokens: int, batch_size: int) -> list[dict[str, Any]]:
     """n judged samples per prompt, prompt-major: one record per (prompt, sample).
 
-    prompt_ids [P]: each prompt's position in the run's prompt list (kept in the records as prompt_index).
-    Record: prompt_index, sample_index, prompt (as in the data: a string or messages), completion (text, no EOS),
-    completion_ids, num_tokens, finished, reward, and seed: the (seed, position in `prompts`, sample_index) that
-    seeded its sampler.
+    prompt_indices [P]: each prompt's position in the run's prompt list (kept in the records as prompt_index).
+    Record: prompt_index, sample_index, prompt (as in the data: a string or messages), prompt_ids (the ids the
+    policy continued), completion (text, no EOS), completion_ids (the sampled ids, ending with EOS exactly when
+    finished), num_tokens, finished (false: cut off at max_new_tokens), reward, and seed: the (seed, position in
+    `prompts`, sample_index) that seeded its sampler.
     """
     texts = [prompt_text(tokenizer, item.prompt) for item in prompts]
+    ids = [encode_prompt(tokenizer, text) for text in texts]  # as generate encodes them
     records = generate(model, tokenizer, texts, n=n, temperature=temperature, top_p=top_p, top_k=top_k,
                        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, score=False)
     rewards = judge_rewards(judge, [r["prompt"] for r in records], [r["completion"] for r in records])
     samples = []
     for record, reward in zip(records, rewards):
         position = record["prompt_index"]
-        samples.append({"prompt_index": prompt_ids[position], "sample_index": record["sample_index"],
-                        "prompt": prompts[position].prompt, "completion": record["completion"],
+        samples.append({"prompt_index": prompt_indices[position], "sample_index": record["sample_index"],
+                        "prompt": prompts[position].prompt, "prompt_ids": ids[position],
+                        "completion": record["completion"],
                         "completion_ids": record["completion_ids"], "num_tokens": record["num_tokens"],
                         "finished": record["finished"], "reward": reward,
                         "seed": [seed, position, record["sample_index"]]})

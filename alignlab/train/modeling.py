@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from alignlab.assets import load_model
+from alignlab.assets.models import is_builtin
 from alignlab.errors import ConfigError
 from alignlab.models import AdapterDisabledTrunk, Trunk, base_model, check_input_embeddings, check_output_head
 
@@ -29,9 +30,15 @@ def disable_dropout(model: nn.Module) -> None:
             setattr(config, name, 0.0)
 
 
+def load_named_model(name: str, *, seed: int, dtype: torch.dtype | None = None) -> nn.Module:
+    """The model a config names: a built-in (``alignlab/...``) initialised with the run's `seed`; anything else
+    (a path, a hub id, a trained round's final/) has its own weights and loads without it."""
+    return load_model(name, dtype=dtype, **({"seed": seed} if is_builtin(name) else {}))
+
+
 def load_policy(cfg, dtype: torch.dtype) -> nn.Module:
     """The trainable policy (with LoRA adapters when cfg.model.lora)."""
-    model = load_model(cfg.model.name, **({"seed": cfg.run.seed} if cfg.model.name.startswith("alignlab/") else {}), dtype=dtype)
+    model = load_named_model(cfg.model.name, seed=cfg.run.seed, dtype=dtype)
     if cfg.method.resolved_disable_dropout:
         disable_dropout(model)
     embeddings = model.get_input_embeddings().weight
@@ -69,8 +76,7 @@ def load_reference(cfg, dtype: torch.dtype, policy: nn.Module) -> nn.Module | No
             raise RuntimeError("the reference is a copy of the unsharded policy: load it before sharding the policy")
         ref = copy.deepcopy(base_model(policy))
     else:
-        kwargs = {"seed": cfg.run.seed} if cfg.model.ref_model.startswith("alignlab/") else {}
-        ref = load_model(cfg.model.ref_model, dtype=dtype, **kwargs)
+        ref = load_named_model(cfg.model.ref_model, seed=cfg.run.seed, dtype=dtype)
     if getattr(ref, "supports_gradient_checkpointing", False):
         getattr(ref, "activation_checkpointing_disable", ref.gradient_checkpointing_disable)()  # a deep copy of a checkpointed policy: no backward, no recompute
     disable_dropout(ref)

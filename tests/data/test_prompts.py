@@ -7,7 +7,7 @@ import json
 import pytest
 
 from alignlab.data import SAMPLES_DIR
-from alignlab.data.prompts import read_prompts
+from alignlab.data.prompts import PROMPT_ONLY, read_prompt_source, read_prompts
 from alignlab.errors import DataError
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
@@ -62,3 +62,16 @@ def test_prompts_inside_whole_conversations():
     first = json.loads((SAMPLES_DIR / "sft_messages.jsonl").read_text(encoding="utf-8").splitlines()[0])["messages"]
     last_assistant = max(i for i, m in enumerate(first) if m["role"] == "assistant")
     assert messages[0].prompt == first[:last_assistant]
+
+
+def test_the_source_format_says_whether_it_holds_pairs(write_jsonl):
+    ids = {"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": [3]}
+    assert read_prompt_source(str(write_jsonl([{"prompt": "A?"}])))[1] == PROMPT_ONLY
+    assert read_prompt_source(str(SAMPLES_DIR / "pairs.jsonl"))[1] == "standard"
+    assert read_prompt_source(str(SAMPLES_DIR / "sft.jsonl"))[1] == "prompt_completion"
+    # tokenized pairs: their prompt text; without one there is nothing to sample from
+    items, fmt = read_prompt_source(str(write_jsonl([{**ids, "prompt": CHAT}], name="t.jsonl")))
+    assert fmt == "tokenized" and [item.prompt for item in items] == [CHAT]
+    path = write_jsonl([ids], name="bare.jsonl")
+    with pytest.raises(DataError, match=f"^{path} line 1: field 'prompt' is missing; a tokenized pair needs"):
+        read_prompts(str(path))

@@ -1,7 +1,9 @@
 """Online rounds end to end on the tiny model with a rule judge (the count of 'e' in a completion): online DPO
-raises the judge's reward where offline DPO on the reference's samples plateaus; a run interrupted between
-sampling and training and again mid-round resumes to the uninterrupted run's weights and metrics; the reference
-is the initial model or the previous round's policy; the recipe trains through the CLI."""
+raises the judge's reward where offline DPO on the reference's samples plateaus, training on exactly the sampled
+ids; a run interrupted between sampling and training and again mid-round resumes to the uninterrupted run's
+weights and metrics (with a non-zero seed, and run_dir spelled another way); the reference is the initial model
+or the previous round's policy; prompt-only eval_data gets pairs from the initial policy; what cannot run is
+refused before anything is written; the recipe trains through the CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from alignlab.assets import load_model, load_tokenizer
 from alignlab.cli import main
 from alignlab.data import SAMPLES_DIR
 from alignlab.data.prompts import PromptItem, read_prompts
-from alignlab.errors import ConfigError
+from alignlab.errors import AlignlabError, ConfigError
 from alignlab.online import round_dir, run_online
 from alignlab.online.sampling import sample_and_judge
 from alignlab.train import Trainer, load_config, train
@@ -62,9 +64,20 @@ def _first_loss(train_dir: Path) -> float:
     return next(line["loss"] for line in read_metrics(train_dir) if "loss" in line)
 
 
-def test_online_dpo_raises_the_reward_where_offline_dpo_plateaus(prompts, tmp_path):
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_online_dpo_raises_the_reward_where_offline_dpo_plateaus(prompts, tmp_path, monkeypatch):
     steps = 6
     run = tmp_path / "online"
+    trained, original_train = {}, Trainer.train
+
+    def recording_train(self):  # what each round's trainer trained on
+        trained[self.run_dir.parent.name] = self.train_examples
+        return original_train(self)
+
+    monkeypatch.setattr(Trainer, "train", recording_train)
     result = run_online(_config(prompts, run, rounds=3, steps_per_round=steps), judge=CountJudge())
     online = [result.initial["heldout/reward_mean"]] + [r["heldout/reward_mean"] for r in result.rounds]
 
@@ -93,6 +106,27 @@ def test_online_dpo_raises_the_reward_where_offline_dpo_plateaus(prompts, tmp_pa
         assert metrics["heldout/flips/incorrect_to_correct"] >= 0
     assert [json.loads(line) for line in (run / "online_metrics.jsonl").read_text().splitlines()] == result.rounds
 
+    # round 0 trained on exactly the sampled ids: no re-tokenized text, no EOS added to a sample cut off at
+    # max_new_tokens (the prompt only cut to max_prompt_length from its start, keep_end)
+    samples = {(s["prompt_index"], s["sample_index"]): s for s in _read_jsonl(round_dir(run, 0) / "samples.jsonl")}
+    pairs = _read_jsonl(round_dir(run, 0) / "pairs.jsonl")
+    examples = trained["round-000"]
+    assert sorted(e["index"] for e in examples) == list(range(len(pairs)))
+    used = []
+    for example in examples:
+        pair = pairs[example["index"]]
+        n = len(example["prompt_input_ids"])
+        for side in ("chosen", "rejected"):
+            sample = samples[(pair["prompt_index"], pair[f"{side}_sample"])]
+            assert example[f"{side}_input_ids"][n:] == example[f"{side}_labels"][n:] == sample["completion_ids"]
+            assert example["prompt_input_ids"] == sample["prompt_ids"][len(sample["prompt_ids"]) - n:]
+            used.append(sample)
+    cut_off = [s for s in used if not s["finished"]]
+    assert cut_off and all(len(s["completion_ids"]) == SMALL["max_new_tokens"] for s in cut_off)
+    assert all(s["completion_ids"][-1] == 0 for s in used if s["finished"])  # the tiny tokenizer's EOS
+    assert result.rounds[0]["samples/truncated_fraction"] == statistics.fmean(not s["finished"]
+                                                                              for s in samples.values())
+
 
 class _Stop(Exception):
     pass
@@ -118,11 +152,14 @@ def _without_paths(rounds):
 
 
 def test_resume_mid_round_equals_an_uninterrupted_run(prompts, tmp_path, monkeypatch):
+    # seed 1: a built-in model loads with it, a trained round's final/ without (it has its own weights)
     keys = {"rounds": 2, "steps_per_round": 4, "save_steps": 2, "reference": "previous_round",
-            "pair_rule": "all_pairs", "min_margin": 1.0}
+            "pair_rule": "all_pairs", "min_margin": 1.0, "seed": 1}
     full = run_online(_config(prompts, tmp_path / "full", **keys), judge=CountJudge())
 
-    cut = tmp_path / "cut"
+    # started with a relative run_dir, finished with the absolute one
+    monkeypatch.chdir(tmp_path)
+    cut, relative = tmp_path / "cut", Path("cut")
     judge = _CountingJudge()
     original_train, original_step = Trainer.train, Trainer.train_step
 
@@ -138,14 +175,14 @@ def test_resume_mid_round_equals_an_uninterrupted_run(prompts, tmp_path, monkeyp
 
     monkeypatch.setattr(Trainer, "train", stop_before_round_0)
     with pytest.raises(_Stop):  # after sampling and pairing round 0, before its training
-        run_online(_config(prompts, cut, **keys), judge=judge)
+        run_online(_config(prompts, relative, **keys), judge=judge)
     assert judge.calls == 2 and (round_dir(cut, 0) / "pairs.jsonl").is_file()  # held-out set, round 0
     monkeypatch.setattr(Trainer, "train", original_train)
     monkeypatch.setattr(Trainer, "train_step", stop_in_round_1)
     with pytest.raises(ConfigError, match="already holds a run: pass --resume"):
-        run_online(_config(prompts, cut, **keys), judge=judge)
+        run_online(_config(prompts, relative, **keys), judge=judge)
     with pytest.raises(_Stop):  # round 1, after its checkpoint at step 2
-        run_online(_config(prompts, cut, **keys), judge=judge, resume=True)
+        run_online(_config(prompts, relative, **keys), judge=judge, resume=True)
     assert judge.calls == 4  # round 0's held-out metrics and round 1's samples: nothing sampled again
     assert sorted(p.name for p in (round_dir(cut, 1) / "train").glob("checkpoint-*")) == ["checkpoint-2"]
     monkeypatch.setattr(Trainer, "train_step", original_step)
@@ -204,3 +241,36 @@ def test_run_online_refuses_what_it_cannot_do(prompts, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="online rounds run in one process"):
         run_online(cfg, judge=CountJudge())
     assert not (tmp_path / "run").exists()
+
+
+def test_prompt_only_eval_data_gets_pairs_from_the_initial_policy(prompts, tmp_path):
+    lines = Path(prompts).read_text().splitlines()
+    train_path, eval_path = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    train_path.write_text("\n".join(lines[:12]) + "\n")
+    eval_path.write_text("\n".join(lines[12:]) + "\n")
+    run = tmp_path / "run"
+    result = run_online(_config(str(train_path), run, rounds=1, steps_per_round=1, micro_batch_size=4,
+                                eval_data=str(eval_path), eval_fraction=0.0), judge=CountJudge())
+    baseline = json.loads((run / "heldout" / "baseline.json").read_text())
+    assert baseline["prompts"] == 4 and baseline["pairs_file"] == str(run / "heldout" / "pairs.jsonl")
+    pairs = _read_jsonl(run / "heldout" / "pairs.jsonl")
+    assert {p["prompt"] for p in pairs} <= {json.loads(line)["prompt"] for line in lines[12:]}
+    assert result.initial["heldout/pairs"] == len(pairs) == result.rounds[0]["heldout/pairs"] > 0
+
+
+class _Tie(CountJudge):
+    def score_batch(self, prompts, completions):
+        return [1.0] * len(completions)
+
+
+def test_what_cannot_run_is_refused_before_anything_is_written(prompts, tmp_path):
+    run = tmp_path / "run"
+    for keys, match in (({"prompts_per_round": 9}, "'prompts_per_round' is 9, more than the 8 training prompts"),
+                        ({"micro_batch_size": 16}, "a round gives at most 8 pairs .* one optimizer step's 16")):
+        with pytest.raises(ConfigError, match=match):
+            run_online(_config(prompts, run, rounds=1, **keys), judge=CountJudge())
+        assert [p.name for p in run.iterdir()] == [".alignlab.lock"]  # a later start is not a resume
+    # a judge that ties every sample gives no pair: the run cannot go on, whatever a resume would do
+    with pytest.raises(AlignlabError, match="gave 0 pairs, fewer than one optimizer step's 8 .* start again in a "
+                                            "new run_dir"):
+        run_online(_config(prompts, run, rounds=1, eval_fraction=0.0, max_new_tokens=2), judge=_Tie())
