@@ -32,7 +32,7 @@ def _run(tmp_path: Path, name: str, processes: int, micro: int, method: str) -> 
     return read_metrics(run_dir)
 
 
-@pytest.mark.parametrize("method", ["dpo", "ift"])
+@pytest.mark.parametrize("method", ["dpo", pytest.param("ift", marks=pytest.mark.slow)])
 def test_two_processes_match_one(method, tmp_path):
     if shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None:
         pytest.skip("accelerate CLI not installed next to this interpreter")
