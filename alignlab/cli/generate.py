@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alignlab.cli.options import check_local_file
+from alignlab.cli.options import add_sampling_options, check_local_file
 from alignlab.data.sources import LOCAL_SUFFIXES
 from alignlab.errors import ConfigError
 
@@ -37,22 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ref", default=None, help="reference model for ref_logp and the KL fields")
     parser.add_argument("--out", default=None, help="output JSONL (default: standard output)")
-    parser.add_argument("--n", type=int, default=4, help="samples per prompt")
+    add_sampling_options(parser, n=4, n_help="samples per prompt")
     parser.add_argument("--temperature", type=float, default=1.0, help="0 is greedy")
-    parser.add_argument("--top-p", "--top_p", dest="top_p", type=float, default=1.0)
-    parser.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=0, help="0 disables top-k")
-    parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--batch-size", "--batch_size", dest="batch_size", type=int, default=16, help="sequences per forward"
-    )
-    parser.add_argument("--prompt-column", "--prompt_column", dest="prompt_column", default="prompt")
-    parser.add_argument(
-        "--split", default=None, help="split of a directory or datasets source (default: train)"
-    )
-    parser.add_argument("--limit", type=int, default=None, help="use the first N prompts")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default=None, help="model dtype, e.g. float32 (default), bfloat16")
     return parser
 
 

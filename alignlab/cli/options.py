@@ -40,6 +40,22 @@ def add_data_options(parser: argparse.ArgumentParser, *, sft_turns: bool = False
         parser.add_argument("--limit", type=int, default=None, help=limit)
 
 
+def add_sampling_options(parser: argparse.ArgumentParser, *, n: int, n_help: str) -> None:
+    """The sampling, prompt-source and device options alignlab generate and alignlab winrate share (the
+    temperature is each command's own: one value, or winrate's sweep)."""
+    add = parser.add_argument
+    add("--n", type=int, default=n, help=n_help)
+    add("--top-p", "--top_p", dest="top_p", type=float, default=1.0)
+    add("--top-k", "--top_k", dest="top_k", type=int, default=0, help="0 disables top-k")
+    add("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=48)
+    add("--batch-size", "--batch_size", dest="batch_size", type=int, default=16, help="sequences per forward")
+    add("--prompt-column", "--prompt_column", dest="prompt_column", default="prompt")
+    add("--split", default=None, help="split of a directory or datasets source (default: train)")
+    add("--limit", type=int, default=None, help="use the first N prompts")
+    add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add("--dtype", default=None, help="model dtype, e.g. float32 (default), bfloat16")
+
+
 def data_spec(args: argparse.Namespace) -> DataSpec:
     """The DataSpec of the options add_data_options added."""
     return DataSpec(split=args.split, format=args.format, columns=parse_columns(args.columns),

@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from alignlab.cli.options import check_local_file
+from alignlab.cli.options import add_sampling_options, check_local_file
 from alignlab.data.sources import LOCAL_SUFFIXES
 from alignlab.errors import ConfigError
 from alignlab.judges import SPEC_FORMS, load_judge
@@ -37,23 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--judge", required=True, help=f"judge spec: {SPEC_FORMS}")
     parser.add_argument("--temperatures", default="1.0",
                         help="sampling temperatures, comma-separated (the TDPO paper's sweep: 0.25,0.75,1.0)")
-    parser.add_argument("--n", type=int, default=1, help="samples per prompt and model")
-    parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=48)
-    parser.add_argument("--top-p", "--top_p", dest="top_p", type=float, default=1.0)
-    parser.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=0, help="0 disables top-k")
+    add_sampling_options(parser, n=1, n_help="samples per prompt and model")
     parser.add_argument("--seed", type=int, default=0, help="sampling, judging order and bootstrap")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the prompts")
     parser.add_argument("--confidence", type=float, default=0.95, help="coverage of the interval")
-    parser.add_argument(
-        "--batch-size", "--batch_size", dest="batch_size", type=int, default=16, help="sequences per forward"
-    )
-    parser.add_argument("--prompt-column", "--prompt_column", dest="prompt_column", default="prompt")
-    parser.add_argument(
-        "--split", default=None, help="split of a directory or datasets source (default: train)"
-    )
-    parser.add_argument("--limit", type=int, default=None, help="use the first N prompts")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default=None, help="model dtype, e.g. float32 (default), bfloat16")
     parser.add_argument("--out", default=None, help="write the results and every judged pair as JSON")
     return parser
 

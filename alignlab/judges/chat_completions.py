@@ -45,7 +45,7 @@ from typing import Any
 from alignlab.cache import cache_dir as alignlab_cache_dir
 from alignlab.cache import content_key, write_json_atomically
 from alignlab.errors import AlignlabError, ConfigError
-from alignlab.judges.interface import check_lengths, check_texts
+from alignlab.judges.interface import checked_inputs
 
 DEFAULT_TEMPLATE = """Compare two responses to the same prompt and decide which one is better: more helpful, \
 more accurate and better suited to the prompt. Ignore the order in which they are shown and their length.
@@ -298,10 +298,8 @@ class HttpJudge:
         self, prompts: Sequence[str], completions_a: Sequence[str], completions_b: Sequence[str]
     ) -> list[float]:
         """Probability that a is better for each (prompt, a, b): the verdict, averaged over both orders."""
-        prompts = check_texts("prompts", prompts)
-        completions_a, completions_b = check_texts("completions_a", completions_a), check_texts(
-            "completions_b", completions_b)
-        check_lengths(prompts=prompts, completions_a=completions_a, completions_b=completions_b)
+        prompts, completions_a, completions_b = checked_inputs(
+            prompts=prompts, completions_a=completions_a, completions_b=completions_b)
         questions = list(zip(prompts, completions_a, completions_b))
         if self.both_orders:
             questions += [(p, b, a) for p, a, b in questions]

@@ -66,8 +66,7 @@ class PairwiseJudge(Protocol):
 Judge = RewardJudge | PairwiseJudge
 
 
-def check_texts(name: str, values: Any) -> list[str]:
-    """`values` as a list of strings; a one-line AlignlabError naming `name` otherwise."""
+def _texts(name: str, values: Any) -> list[str]:
     if isinstance(values, str) or not isinstance(values, Sequence):
         raise AlignlabError(f"{name} must be a list of strings, got {type(values).__name__}")
     for index, value in enumerate(values):
@@ -76,13 +75,15 @@ def check_texts(name: str, values: Any) -> list[str]:
     return list(values)
 
 
-def check_lengths(**lists: Sequence[str]) -> int:
-    """The common length of the named lists; a one-line AlignlabError naming them when they differ."""
-    lengths = {name: len(values) for name, values in lists.items()}
+def checked_inputs(**lists: Any) -> list[list[str]]:
+    """A judge's inputs, each as a list of strings of one common length, in the order named; a one-line
+    AlignlabError naming the list (and item) that is not, or the lengths when they differ."""
+    checked = {name: _texts(name, values) for name, values in lists.items()}
+    lengths = {name: len(values) for name, values in checked.items()}
     if len(set(lengths.values())) > 1:
         described = ", ".join(f"{count} {name}" for name, count in lengths.items())
         raise AlignlabError(f"the judge got {described}; they must pair up one to one")
-    return next(iter(lengths.values()), 0)
+    return list(checked.values())
 
 
 def judge_name(judge: Any) -> str:
@@ -142,8 +143,7 @@ __all__ = [
     "Judge",
     "PairwiseJudge",
     "RewardJudge",
-    "check_lengths",
-    "check_texts",
+    "checked_inputs",
     "checked_probabilities",
     "checked_rewards",
     "judge_name",

@@ -22,8 +22,7 @@ from typing import Any
 
 from alignlab.errors import ConfigError
 from alignlab.judges.interface import (
-    check_lengths,
-    check_texts,
+    checked_inputs,
     checked_probabilities,
     checked_rewards,
     judge_name,
@@ -61,8 +60,7 @@ class CallableJudge:
 
     def score_batch(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """The function's reward for each (prompt, completion), as finite floats."""
-        prompts, completions = check_texts("prompts", prompts), check_texts("completions", completions)
-        check_lengths(prompts=prompts, completions=completions)
+        prompts, completions = checked_inputs(prompts=prompts, completions=completions)
         values = _call(self.function, self.batched, prompts, completions)
         return checked_rewards(values, len(prompts), _who(self))
 
@@ -90,10 +88,8 @@ class PairwiseCallableJudge:
         self, prompts: Sequence[str], completions_a: Sequence[str], completions_b: Sequence[str]
     ) -> list[float]:
         """The function's probability that a is better, for each (prompt, a, b)."""
-        prompts = check_texts("prompts", prompts)
-        completions_a, completions_b = check_texts("completions_a", completions_a), check_texts(
-            "completions_b", completions_b)
-        check_lengths(prompts=prompts, completions_a=completions_a, completions_b=completions_b)
+        prompts, completions_a, completions_b = checked_inputs(
+            prompts=prompts, completions_a=completions_a, completions_b=completions_b)
         values = _call(self.function, self.batched, prompts, completions_a, completions_b)
         return checked_probabilities(values, len(prompts), _who(self))
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from alignlab.errors import AlignlabError, ConfigError
-from alignlab.judges.interface import check_lengths, check_texts, checked_rewards
+from alignlab.judges.interface import checked_inputs, checked_rewards
 
 if TYPE_CHECKING:
     import torch
@@ -84,8 +84,7 @@ class RewardModelJudge:
         """Rewards for [n] (prompt, completion) pairs, as a list of n floats."""
         import torch
 
-        prompts, completions = check_texts("prompts", prompts), check_texts("completions", completions)
-        check_lengths(prompts=prompts, completions=completions)
+        prompts, completions = checked_inputs(prompts=prompts, completions=completions)
         texts = [self.format_fn(prompt, completion) for prompt, completion in zip(prompts, completions)]
         device = next(self.model.parameters()).device
         was_training = self.model.training
