@@ -326,15 +326,36 @@ def test_large_run_stays_under_5_mb(tmp_path, small_pairs):
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "headless_shell")
 
 
+def _report_of(kind: str, built: dict, root: Path) -> Path:
+    """The page of: the synthetic run (`built`), a real quickstart (SFT then TDPO2, 4 steps each; its TDPO2 stage
+    reported), or a real DPO run that tracked its flips."""
+    if kind == "synthetic":
+        return built["html"]
+    if kind == "quickstart":
+        from alignlab.train.quickstart import run_quickstart
+
+        run_quickstart(root / "qs", overrides=["max_steps=4", "tensorboard=false", "progress=false"])
+        run = root / "qs" / "tdpo2"
+    else:
+        run = root / "dpo"
+        assert cli_main(["train", "method=dpo", "max_steps=4", "eval_steps=2", "micro_batch_size=4", "limit=48",
+                         "max_length=64", "max_prompt_length=32", "tensorboard=false", "progress=false",
+                         f"run_dir={run}", "--track-flips", "8"]) == 0
+    assert cli_main(["report", str(run), "--generate", "2", "--max-new-tokens", "6", "--max-pairs", "8",
+                     "--flip-pairs", "6"]) == 0
+    return run / "report.html"
+
+
 @pytest.mark.slow
-def test_headless_chromium_renders_every_section(built, tmp_path):
+@pytest.mark.parametrize("kind", ["synthetic", "quickstart", "dpo-track-flips"])
+def test_headless_chromium_renders_every_section(built, tmp_path, kind):
     """The page in a real browser: no console error, a screenshot that is not blank, every section heading in the
-    rendered DOM. Needs a Chromium or Chrome binary on PATH (e.g. apt-get install chromium)."""
+    rendered DOM. Needs a Chromium or Chrome binary on PATH (apt-get install chromium)."""
     browser = next((path for name in _BROWSERS if (path := shutil.which(name))), None)
     if browser is None:
         pytest.skip("no chromium / chrome binary on PATH (apt-get install chromium); the section headings are "
                     "checked without a browser by test_every_section_heading_is_in_the_page")
-    url = built["html"].resolve().as_uri()
+    url = _report_of(kind, built, tmp_path).resolve().as_uri()
     flags = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
              f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
     shot = tmp_path / "page.png"
