@@ -333,12 +333,11 @@ def _judge_samples(rows: list[dict[str, Any]], spec: Any, judge: Any, seed: int)
                "ci_low": result.ci_low, "ci_high": result.ci_high, "confidence": result.confidence}
     for row, score in zip(rows, result.scores):
         row["judge_preference"] = score
-    if not result.pairwise:  # the rewards themselves (a second call: win_rate keeps only who won)
-        rewards = judge.score_batch(prompts + prompts, ours + theirs)
-        for row, mine, base in zip(rows, rewards[:len(rows)], rewards[len(rows):]):
+    if not result.pairwise:  # the rewards themselves, which win_rate compared
+        for row, mine, base in zip(rows, result.rewards_a, result.rewards_b):
             row["policy"]["judge_score"], row["reference"]["judge_score"] = mine, base
-        summary.update(mean_policy=sum(rewards[:len(rows)]) / len(rows),
-                       mean_reference=sum(rewards[len(rows):]) / len(rows))
+        summary.update(mean_policy=sum(result.rewards_a) / len(rows),
+                       mean_reference=sum(result.rewards_b) / len(rows))
     return summary
 
 

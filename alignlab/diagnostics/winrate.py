@@ -35,7 +35,8 @@ class WinRate:
     """win_rate in [0, 1] with its percentile-bootstrap interval [ci_low, ci_high] at `confidence`.
 
     wins / ties / losses count examples scoring > 0.5, == 0.5, < 0.5; scores holds the per-example scores [n];
-    n_groups is the number of resampled units (n without groups).
+    n_groups is the number of resampled units (n without groups); a reward judge's rewards of a and of b [n] are
+    rewards_a / rewards_b (None for a pairwise judge).
     """
 
     win_rate: float
@@ -52,6 +53,8 @@ class WinRate:
     n_bootstrap: int
     seed: int
     n_groups: int
+    rewards_a: list[float] | None = None
+    rewards_b: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -60,7 +63,8 @@ class WinRate:
 
 def _reward_scores(
     judge: Any, prompts: list[str], completions_a: list[str], completions_b: list[str]
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, rewards of a, rewards of b), each [n]."""
     n = len(prompts)
     if hasattr(judge, "score_batch"):
         rewards = judge.score_batch(prompts + prompts, completions_a + completions_b)
@@ -69,7 +73,7 @@ def _reward_scores(
     values = np.array(checked_rewards(rewards, 2 * n, judge_name(judge),
                                       where=lambda i: f"completion {'ab'[i >= n]} of example {i % n}"))
     reward_a, reward_b = values[:n], values[n:]
-    return np.where(reward_a > reward_b, 1.0, np.where(reward_a == reward_b, 0.5, 0.0))
+    return np.where(reward_a > reward_b, 1.0, np.where(reward_a == reward_b, 0.5, 0.0)), reward_a, reward_b
 
 
 def _pairwise_scores(
@@ -180,11 +184,12 @@ def win_rate(
             "randomize_order applies to pairwise judges only; a reward judge scores each completion alone"
         )
     randomize = bool(pairwise and (randomize_order is None or randomize_order))
+    rewards_a = rewards_b = None
     if pairwise:
         swaps = np.random.default_rng([seed, 1]).random(n) < 0.5 if randomize else np.zeros(n, dtype=bool)
         scores = _pairwise_scores(judge, prompts, completions_a, completions_b, swaps)
     else:
-        scores = _reward_scores(judge, prompts, completions_a, completions_b)
+        scores, rewards_a, rewards_b = _reward_scores(judge, prompts, completions_a, completions_b)
     means = _bootstrap_means(scores, group, n_bootstrap, seed)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
@@ -203,6 +208,8 @@ def win_rate(
         n_bootstrap=n_bootstrap,
         seed=seed,
         n_groups=n if group is None else int(group.max()) + 1,
+        rewards_a=None if rewards_a is None else rewards_a.tolist(),
+        rewards_b=None if rewards_b is None else rewards_b.tolist(),
     )
 
 

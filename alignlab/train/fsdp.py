@@ -7,8 +7,9 @@ through `accelerator.prepare`, for two reasons found in accelerate 1.15's source
   `DistributedType.FSDP` assignment sits in the branch for MULTI_GPU / MULTI_XPU / ...); a CPU group stays
   MULTI_CPU and the launcher's ACCELERATE_USE_FSDP is ignored, so on a CPU-only machine every process would hold
   a full replica under DDP;
-- its FSDP2 checkpoints are torch.distributed.checkpoint directories, whose `.metadata` torch reads with
-  `pickle.load` (torch/distributed/checkpoint/filesystem.py), and alignlab never unpickles a run directory.
+- its FSDP2 checkpoints are torch.distributed.checkpoint directories, whose `.metadata` file is a pickle
+  (torch/distributed/checkpoint/filesystem.py); alignlab reads no pickle from a run directory, so it writes the
+  sharded state itself as safetensors and JSON (train_state.py).
 One code path therefore serves CPU (gloo) and GPU (NCCL): accelerate still provides the process group, the
 device and reductions.
 

@@ -182,3 +182,17 @@ def test_grouped_bootstrap_resamples_whole_groups():
         win_rate(a, b, judge, groups=[0, 1])
     with pytest.raises(AlignlabError, match="hashable"):
         win_rate(a[:1], b[:1], judge, groups=[[0]])
+
+
+def test_a_reward_judge_is_asked_once_and_its_rewards_are_kept():
+    calls = []
+
+    def length(prompts, completions):
+        calls.append(len(completions))
+        return [float(len(c)) for c in completions]
+
+    from alignlab.judges import CallableJudge
+
+    result = win_rate(["aaa", "b"], ["cc", "dd"], CallableJudge(length, batched=True), prompts=["p", "q"])
+    assert calls == [4]  # one batch: both sides of both examples
+    assert result.rewards_a == [3.0, 1.0] and result.rewards_b == [2.0, 2.0] and result.scores == [1.0, 0.0]
