@@ -422,18 +422,21 @@ def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
     positions, so every statistic is the padded path's; inputs_embeds are then the rows' [R, T', H]. A model the
     packed rows are not exact on (packed_layout_problem) is a ConfigError.
     """
-    hidden = _hidden(trunk, input_ids, attention_mask, inputs_embeds, layout)
-    head = unwrap_trunk(trunk).head()
-    hidden = hidden.to(head.weight.device)  # a device map may put the last layer and the head apart
-    kwargs = head.ops_kwargs()
+    kwargs: dict[str, Any] = {}
     if ref is not None:
+        # the reference first: its forward's temporaries are freed before the policy's activations exist, so
+        # they never add to the policy's peak (only its [B, T, H] hidden states stay)
         ref_head = ref.head().detach()
-        if ref_head.weight.shape[0] != head.weight.shape[0]:  # the KL and log-ratios compare token by token
-            raise ConfigError(f"the reference model's output layer has {ref_head.weight.shape[0]} rows but the "
-                              f"policy's has {head.weight.shape[0]}; policy and reference need one vocabulary")
         with torch.no_grad():
             kwargs["ref_hidden"] = _hidden(ref, input_ids, attention_mask, None, layout).to(ref_head.weight.device)
         kwargs.update(ref_head.ops_kwargs("ref_"))
+    hidden = _hidden(trunk, input_ids, attention_mask, inputs_embeds, layout)
+    head = unwrap_trunk(trunk).head()
+    hidden = hidden.to(head.weight.device)  # a device map may put the last layer and the head apart
+    if ref is not None and kwargs["ref_weight"].shape[0] != head.weight.shape[0]:  # compared token by token
+        raise ConfigError(f"the reference model's output layer has {kwargs['ref_weight'].shape[0]} rows but the "
+                          f"policy's has {head.weight.shape[0]}; policy and reference need one vocabulary")
+    kwargs.update(head.ops_kwargs())
     fn = chunked_sequence_stats if chunked else plain_sequence_stats
     return fn(hidden, labels=labels, chunk_size=chunk_size, chunk_bytes=chunk_bytes, kl=kl, reverse_kl=reverse_kl, entropy=entropy,
               return_token_logps=token_logps, log_sum_sq=log_sum_sq, **kwargs)
