@@ -1,8 +1,8 @@
 """Token-level tensor math: everything that touches a [B, T, V] tensor lives here.
 
 `token_stats` is the plain implementation over full logits (the reference); `chunked` computes the same
-per-sequence statistics from hidden states and the lm_head weight one tile of tokens at a time,
-tiles sized by a memory budget (`tile_tokens`).
+per-sequence statistics from hidden states and the lm_head weight one [tokens, vocabulary slice] tile at a time,
+tiles sized by a memory budget (`tile_shape`).
 """
 
 from alignlab.ops.chunked import (
@@ -12,7 +12,7 @@ from alignlab.ops.chunked import (
     chunked_sequence_stats,
     head_logits,
     plain_sequence_stats,
-    tile_tokens,
+    tile_shape,
 )
 from alignlab.ops.token_stats import (
     KL_DIRECTIONS,
@@ -39,7 +39,7 @@ __all__ = [
     "sequence_kl",
     "sequence_logps",
     "shift_labels",
-    "tile_tokens",
+    "tile_shape",
     "token_entropy",
     "token_kl",
     "token_logps",

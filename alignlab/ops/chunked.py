@@ -1,14 +1,18 @@
-"""Sequence statistics from final hidden states and the lm_head weight, one tile of tokens at a time.
+"""Sequence statistics from final hidden states and the lm_head weight, one [tokens, vocabulary slice] tile at a time.
 
 The plain path materialises [B, T, V] fp32 logits (several copies once log_softmax, the reference's softmax and
 the KL temporaries are alive, and again for backward). Here:
 
 1. masked positions are dropped first: only the N scored tokens (response tokens, shifted) are kept as [N, H];
-2. the vocabulary projection runs over tiles of tokens, emitting per-token log pi(y), forward
-   KL(pi_ref || pi_theta) and, without gradient, the reference log-prob, entropy and reverse KL. A tile's size
-   comes from a memory budget, `chunk_bytes` (`tile_tokens`): the [tokens, V] temporaries alive at once in one
-   tile -- policy and reference together, forward and backward -- stay within it, so peak memory does not grow
-   with the vocabulary; `chunk_size` caps the tokens per tile;
+2. the vocabulary projection runs over 2-D tiles -- up to `chunk_size` tokens by a slice of the vocabulary -- and
+   emits per-token log pi(y), forward KL(pi_ref || pi_theta) and, without gradient, the reference log-prob,
+   entropy and reverse KL. Each slice j gives partial statistics under its own normaliser lse_j (its
+   logsumexp); they combine exactly into the full row's with weights exp(lse_j - lse):
+       lse = logsumexp_j lse_j,   E_p[x] = sum_j exp(lse_j - lse) E_{p_j}[x]
+   (p_j the softmax within slice j). A tile's size comes from a memory budget, `chunk_bytes` (`tile_shape`): the
+   [tokens, slice] temporaries alive at once in one tile -- policy and reference together, forward and backward --
+   stay within it, so peak memory does not grow with the vocabulary, and a tile of a few MiB stays in the CPU's
+   cache across the several elementwise passes it takes (BENCHMARKS.md: 2-D tiles);
 3. backward recomputes each tile's logits and forms the logit gradient in closed form:
        grad_z = g_lp * (onehot(y) - p) + g_kl * (p - q)
    with g_lp, g_kl the per-token upstream gradients autograd hands back, so any sequence-level loss works, and
@@ -16,15 +20,14 @@ the KL temporaries are alive, and again for backward). Here:
    exactly zero (TDPO2's stop-gradient chosen rows) skip the reference recompute.
 4. per-token outputs are summed into per-sequence statistics by row index.
 
-Live [tokens, V] tiles at the peak (fp32; `_live_tiles`): log-probs alone, or with the reference's log-probs
-(DPO): 1 -- each tile's logsumexp is taken in its own storage; with the forward KL (TDPO): 2 (policy logits,
-turned into zr - z, beside the reference's, turned into q); +1 for the reverse KL (p), +1 in backward for a
-soft-capped head (the cap's derivative). A low-precision matmul output adds its own element size while it is
-widened.
+Live tiles at the peak (fp32; `_live_tiles`): log-probs alone, or with the reference's log-probs (DPO): 1 -- each
+tile's logsumexp is taken in its own storage; with the forward KL (TDPO): 2 (policy logits, turned into zr - z,
+beside the reference's, turned into q); +1 for the reverse KL (p), +1 in backward for a soft-capped head (the
+cap's derivative). A low-precision matmul output adds its own element size while it is widened.
 
 The output head is z = softcap(scale * (h W^T + b)) with softcap(u) = c tanh(u / c) (Gemma-2/3's
 final_logit_softcapping; scale is Cohere's logit_scale, 1 / Granite's logits_scaling). Both act on each tile, and
-backward carries their derivative, dz/du = scale * (1 - (z / c)^2), so chunking stays exact for every head.
+backward carries their derivative, dz/du = scale * (1 - (z / c)^2), so tiling stays exact for every head.
 
 `plain_sequence_stats` has the same signature and computes the same statistics from full logits; it is the
 reference the chunked path is tested against (values and gradients).
@@ -61,25 +64,32 @@ class SequenceStats:
     log_sum_sq: Tensor | None = None
 
 
-DEFAULT_CHUNK_BYTES = 64 * 2**20
-"""Default memory budget of one tile's live [tokens, V] temporaries: 64 MiB. In fp32, 128 tokens a tile at a 131k
-vocabulary for log-probs (one live tile), 64 with the forward KL (two); the 1024-token `chunk_size` cap binds up to
-16k (8k with the KL), so small vocabularies keep the tiles they had."""
+DEFAULT_CHUNK_BYTES = 8 * 2**20
+"""Default memory budget of one tile's live temporaries: 8 MiB. In fp32, 1024 tokens by 2048 vocabulary entries for
+log-probs (one live tile), by 1024 with the forward KL (two): small enough to stay in a CPU's cache through a
+tile's elementwise passes, large enough that each tile's matmul runs at full speed."""
+
+MIN_SLICE = 128
+"""Fewest vocabulary entries per slice before a tight budget takes tokens away instead (a narrower matmul wastes
+more than it saves)."""
 
 
-def tile_tokens(vocab_size: int, bytes_per_logit: int, chunk_bytes: int | None = DEFAULT_CHUNK_BYTES,
-                max_tokens: int = 1024) -> int:
-    """Tokens per tile so that one tile's live [tokens, V] temporaries fit in `chunk_bytes`.
+def tile_shape(vocab_size: int, bytes_per_logit: int, chunk_bytes: int | None = DEFAULT_CHUNK_BYTES,
+               max_tokens: int = 1024) -> tuple[int, int]:
+    """(tokens, vocabulary entries) of one tile, so that its live temporaries fit in `chunk_bytes`.
 
     `bytes_per_logit` is what the computation holds per (token, vocabulary entry) at its peak: the element size of
-    each [tokens, V] tile alive at once, summed (`_live_tiles`). Returns
-    max(1, min(max_tokens, chunk_bytes // (vocab_size * bytes_per_logit))): never more than `max_tokens` (the
-    `chunk_size` cap), and at least one token, so a budget below one row still runs (that row then exceeds it).
-    `chunk_bytes=None` is no budget: `max_tokens` per tile.
+    each tile alive at once, summed (`_live_tiles`). Whole rows when `max_tokens` of them fit; otherwise
+    `max_tokens` tokens by the widest slice that fits, and below MIN_SLICE entries fewer tokens instead. Never
+    more than `max_tokens` (the `chunk_size` cap) or `vocab_size`, at least 1 x 1, so a budget below one logit
+    still runs (that tile then exceeds it). `chunk_bytes=None` is no budget: `max_tokens` whole rows.
     """
-    if chunk_bytes is None:
-        return max(1, max_tokens)
-    return max(1, min(max_tokens, chunk_bytes // max(1, vocab_size * bytes_per_logit)))
+    tokens, vocab = max(1, max_tokens), max(1, vocab_size)
+    if chunk_bytes is None or tokens * vocab * bytes_per_logit <= chunk_bytes:
+        return tokens, vocab
+    per_token = max(1, min(vocab, MIN_SLICE) * bytes_per_logit)
+    tokens = max(1, min(tokens, chunk_bytes // per_token))
+    return tokens, max(1, min(vocab, chunk_bytes // (tokens * bytes_per_logit)))
 
 
 def _live_tiles(*, kl: bool, reverse_kl: bool, entropy: bool, backward: bool, softcap: bool) -> int:
@@ -143,64 +153,110 @@ def _stat_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _slices(vocab: int, width: int) -> list[tuple[int, int]]:
+    return [(v, min(v + width, vocab)) for v in range(0, vocab, width)]
+
+
+def _in_slice(targets: Tensor, v0: int, v1: int) -> tuple[Tensor, Tensor]:
+    """(whether each target falls in [v0, v1) [n] bool, its column in the slice, clamped into it [n, 1]): a
+    gather or scatter at the column, masked, touches the target's logit where it is and nothing elsewhere, with
+    no host sync."""
+    return (targets >= v0) & (targets < v1), (targets - v0).clamp(0, v1 - v0 - 1).unsqueeze(-1)
+
+
+def _slice_w(weight: Tensor, bias: Tensor | None, v0: int, v1: int) -> tuple[Tensor, Tensor | None]:
+    return weight[v0:v1], None if bias is None else bias[v0:v1]
+
+
 class _LinearTokenStats(torch.autograd.Function):
     """Per-token (lp, kl, ref_lp, entropy, reverse_kl, log_sum_sq) [N] from h [N, H], W [V, H]; see the module
     docstring.
 
-    `transform` = (scale, softcap, ref_scale, ref_softcap) of the two heads."""
+    `tile` = (tokens, vocabulary entries) per tile; `transform` = (scale, softcap, ref_scale, ref_softcap) of the
+    two heads."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, chunk_size, want, transform):
+    def forward(ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, tile, want, transform):
         want_kl, want_rkl, want_ent, want_lss = want
         scale, softcap, ref_scale, ref_softcap = transform
-        n = hidden.shape[0]
-        zeros = hidden.new_zeros(n, dtype=_stat_dtype(hidden))
+        n, vocab = hidden.shape[0], weight.shape[0]
+        tokens, width = tile
+        slices = _slices(vocab, width)
+        stat = _stat_dtype(hidden)
+        zeros = hidden.new_zeros(n, dtype=stat)
         lp, kl, ref_lp, ent, rkl, lss, lse, lse_r = (zeros.clone() for _ in range(8))
         has_ref = ref_hidden is not None
         need_d = has_ref and (want_kl or want_rkl)  # the difference zr - z
         keep_z = need_d or want_ent  # z outlives its logsumexp
-        # Each [chunk, V] pass costs about a third of the chunk's matmul on a CPU, and each live tile is memory, so
+        want_p = want_ent or want_rkl or want_lss  # the policy's in-slice softmax p_j
+        # Each pass over a tile costs about a third of its matmul on a CPU, and each live tile is memory, so
         # log-probs come from a gather and the logsumexp (no log_softmax tensor), KL(q||p) = q.(zr - z) - lse_r +
         # lse (sum q = 1), row dots are einsums (no product tensor) and every tile is reused in place once its
         # value is spent; names are dropped before the next tile is allocated.
-        for s in range(0, n, chunk_size):
-            e = min(s + chunk_size, n)
-            y = targets[s:e].unsqueeze(-1)
-            z = head_logits(hidden[s:e], weight, bias, scale, softcap)
-            lp[s:e] = z.gather(-1, y).squeeze(-1)
-            p = None
-            if keep_z:
-                lse[s:e] = torch.logsumexp(z, dim=-1)
-                if want_ent or want_rkl or want_lss:
-                    p = torch.softmax(z, dim=-1)
-            else:
-                lse[s:e] = _logsumexp_(z, probs=want_lss)
-                p, z = (z if want_lss else None), None
-            if want_ent:
-                ent[s:e] = lse[s:e] - _rowdot(p, z)
-            if want_lss:  # log sum_v p_v^2 >= -2 log V: no underflow
-                lss[s:e] = _rowdot(p, p).log_()
-            if not need_d:
-                z = None
-            if not want_rkl:
+        for s in range(0, n, tokens):
+            e = min(s + tokens, n)
+            h, y = hidden[s:e], targets[s:e]
+            hr = ref_hidden[s:e] if has_ref else None
+            # per slice j: the normalisers lse_j and the in-slice expectations, combined after the last slice
+            part = {key: hidden.new_empty(e - s, len(slices), dtype=stat)
+                    for key, on in (("lse", True), ("lse_r", has_ref), ("ent", want_ent), ("lss", want_lss),
+                                    ("kl", want_kl), ("rkl", want_rkl)) if on}
+            for j, (v0, v1) in enumerate(slices):
+                inside, col = _in_slice(y, v0, v1)
+                z = head_logits(h, *_slice_w(weight, bias, v0, v1), scale, softcap)
+                lp[s:e] = torch.where(inside, z.gather(-1, col).squeeze(-1), lp[s:e])
                 p = None
+                if keep_z:
+                    part["lse"][:, j] = lse_j = torch.logsumexp(z, dim=-1)
+                    if want_p:
+                        p = torch.softmax(z, dim=-1)
+                else:
+                    part["lse"][:, j] = lse_j = _logsumexp_(z, probs=want_lss)
+                    p, z = (z if want_lss else None), None
+                if want_ent:
+                    part["ent"][:, j] = _rowdot(p, z)
+                if want_lss:  # log sum_v p_v^2 >= -2 log V: no underflow
+                    part["lss"][:, j] = _rowdot(p, p).log_()
+                del lse_j
+                if not need_d:
+                    z = None
+                if not want_rkl:
+                    p = None
+                if has_ref:
+                    zr = head_logits(hr, *_slice_w(ref_weight, ref_bias, v0, v1), ref_scale, ref_softcap)
+                    ref_lp[s:e] = torch.where(inside, zr.gather(-1, col).squeeze(-1), ref_lp[s:e])
+                    d = torch.sub(zr, z, out=z) if need_d else None  # zr - z, in z's storage (one pass)
+                    z = None
+                    # zr becomes exp(zr - m), q_j unnormalised: E_{q_j}[d] = (exp(zr - m) . d) / sum exp(zr - m)
+                    m = zr.amax(-1, keepdim=True)
+                    total = zr.sub_(m).exp_().sum(-1)
+                    part["lse_r"][:, j] = total.log() + m.squeeze(-1)
+                    if want_rkl:
+                        part["rkl"][:, j] = _rowdot(p, d)
+                    if want_kl:
+                        part["kl"][:, j] = _rowdot(zr, d).div_(total)
+                    del zr, d, m, total
+                del z, p
+            # the slices' normalisers combine into the row's; w_j = exp(lse_j - lse) weighs slice j's expectations
+            lse[s:e] = torch.logsumexp(part["lse"], dim=-1)
+            log_w = part["lse"] - lse[s:e].unsqueeze(-1)
+            if want_ent:  # H = lse - E_p[z]
+                ent[s:e] = lse[s:e] - (log_w.exp() * part["ent"]).sum(-1)
+            if want_lss:  # sum_v p_v^2 = sum_j w_j^2 sum_v p_j,v^2
+                lss[s:e] = torch.logsumexp(2 * log_w + part["lss"], dim=-1)
             if has_ref:
-                zr = head_logits(ref_hidden[s:e], ref_weight, ref_bias, ref_scale, ref_softcap)
-                ref_lp[s:e] = zr.gather(-1, y).squeeze(-1)
-                d = z.neg_().add_(zr) if need_d else None  # zr - z, in z's storage
-                z = None
-                lse_r[s:e] = _logsumexp_(zr, probs=want_kl)  # zr becomes q
-                if want_rkl:
-                    rkl[s:e] = lse_r[s:e] - lse[s:e] - _rowdot(p, d)
-                if want_kl:
-                    kl[s:e] = _rowdot(zr, d) - lse_r[s:e] + lse[s:e]
-                del zr, d
-            del z, p
+                lse_r[s:e] = torch.logsumexp(part["lse_r"], dim=-1)
+                if want_kl:  # KL(q || p) = E_q[zr - z] - lse_r + lse
+                    w_r = (part["lse_r"] - lse_r[s:e].unsqueeze(-1)).exp_()
+                    kl[s:e] = (w_r * part["kl"]).sum(-1) - lse_r[s:e] + lse[s:e]
+                if want_rkl:  # KL(p || q) = lse_r - lse - E_p[zr - z]
+                    rkl[s:e] = lse_r[s:e] - lse[s:e] - (log_w.exp() * part["rkl"]).sum(-1)
+            del part, log_w
         lp -= lse
         ref_lp -= lse_r
         ctx.save_for_backward(hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, lse,
                               lse_r if has_ref else None)
-        ctx.chunk_size = chunk_size
+        ctx.tile = tile
         ctx.transform = transform
         device_type = hidden.device.type
         # backward recomputes the tiles: under the same autocast as forward, so gradients match the loss exactly
@@ -219,56 +275,70 @@ class _LinearTokenStats(torch.autograd.Function):
     def _backward(ctx, g_lp, g_kl):
         hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, lse, lse_r = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        n = hidden.shape[0]
-        grad_h = torch.empty_like(hidden) if need_h else None
+        n, vocab = hidden.shape[0], weight.shape[0]
+        tokens, width = ctx.tile
+        slices = _slices(vocab, width)
         acc = _stat_dtype(hidden)
+        grad_h = torch.zeros(hidden.shape, dtype=acc, device=hidden.device) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if need_b else None
+        # grad_h accumulates over slices in place when the matmul runs in its dtype (no autocast, no narrower
+        # weights); otherwise each slice's narrower product is widened and added
+        fused_h = weight.dtype == acc and not torch.is_autocast_enabled(hidden.device.type)
         scale, softcap, ref_scale, ref_softcap = ctx.transform
         if g_lp is None:
             g_lp = hidden.new_zeros(n, dtype=acc)
-        for s in range(0, n, ctx.chunk_size):
-            e = min(s + ctx.chunk_size, n)
-            z = head_logits(hidden[s:e], weight, bias, scale, softcap)
-            # d softcap(u) / du = 1 - (z / c)^2, taken before z's storage becomes p
-            dcap = torch.div(z, softcap).square_().neg_().add_(1.0) if softcap is not None else None
-            p = z.sub_(lse[s:e].unsqueeze(-1)).exp_()
-            del z
+        for s in range(0, n, tokens):
+            e = min(s + tokens, n)
+            h, y = hidden[s:e], targets[s:e]
             a = g_lp[s:e].to(acc)
             b = g_kl[s:e].to(acc) if g_kl is not None else None
-            if b is None:
-                grad_z = p.mul_(-a.unsqueeze(-1))
-            else:
-                grad_z = p.mul_((b - a).unsqueeze(-1))
-                rows = (b != 0).nonzero().squeeze(1)
-                if rows.numel():  # the reference tile only where the KL has gradient (not TDPO2's chosen rows)
-                    r0, r1 = int(rows[0]), int(rows[-1]) + 1
-                    if r1 - r0 == rows.numel():  # one run of rows (rejected rows follow chosen ones): one fused pass
-                        q = head_logits(ref_hidden[s + r0:s + r1], ref_weight, ref_bias, ref_scale, ref_softcap)
-                        q.sub_(lse_r[s + r0:s + r1].unsqueeze(-1)).exp_()
-                        grad_z[r0:r1].addcmul_(q, b[r0:r1].unsqueeze(-1), value=-1.0)
+            # the reference tile only where the KL has gradient (not TDPO2's chosen rows): one run of rows when
+            # rejected rows follow chosen ones, else an index
+            rows = (b != 0).nonzero().squeeze(1) if b is not None else None
+            run = None
+            if rows is not None and rows.numel():
+                r0, r1 = int(rows[0]), int(rows[-1]) + 1
+                run = slice(r0, r1) if r1 - r0 == rows.numel() else None
+                h_ref = ref_hidden[s + r0:s + r1] if run is not None else ref_hidden[s:e].index_select(0, rows)
+                l_ref = (lse_r[s + r0:s + r1] if run is not None else lse_r[s:e].index_select(0, rows)).unsqueeze(-1)
+                b_ref = (b[run] if run is not None else b.index_select(0, rows)).unsqueeze(-1)
+            has_rows = rows is not None and rows.numel() > 0
+            coef = (-a if b is None else b - a).unsqueeze(-1)
+            for v0, v1 in slices:
+                w_j, b_j = _slice_w(weight, bias, v0, v1)
+                z = head_logits(h, w_j, b_j, scale, softcap)
+                # d softcap(u) / du = 1 - (z / c)^2, taken before z's storage becomes p
+                dcap = torch.div(z, softcap).square_().neg_().add_(1.0) if softcap is not None else None
+                grad_z = z.sub_(lse[s:e].unsqueeze(-1)).exp_().mul_(coef)  # p * (g_kl - g_lp)
+                del z
+                if has_rows:
+                    q = head_logits(h_ref, *_slice_w(ref_weight, ref_bias, v0, v1), ref_scale, ref_softcap)
+                    q.sub_(l_ref).exp_()
+                    if run is not None:
+                        grad_z[run].addcmul_(q, b_ref, value=-1.0)
                     else:
-                        q = head_logits(ref_hidden[s:e].index_select(0, rows), ref_weight, ref_bias, ref_scale,
-                                        ref_softcap)
-                        q.sub_(lse_r[s:e].index_select(0, rows).unsqueeze(-1)).exp_()
-                        grad_z.index_add_(0, rows, q.mul_(-b.index_select(0, rows).unsqueeze(-1)))
+                        grad_z.index_add_(0, rows, q.mul_(-b_ref))
                     del q
-            del p
-            grad_z.scatter_add_(-1, targets[s:e].unsqueeze(-1), a.unsqueeze(-1))
-            if dcap is not None:  # chain rule through the head's transform: grad_u = grad_z * dz/du
-                grad_z.mul_(dcap)
-                del dcap
-            if scale != 1.0:
-                grad_z.mul_(scale)
-            if need_h:
-                grad_h[s:e] = (grad_z.to(weight.dtype) @ weight).to(grad_h.dtype)
-            if need_w:
-                grad_w.addmm_(grad_z.t(), hidden[s:e].to(acc))
-            if need_b:
-                grad_b += grad_z.sum(0)
-            del grad_z
+                inside, col = _in_slice(y, v0, v1)
+                grad_z.scatter_add_(-1, col, (a * inside).unsqueeze(-1))
+                if dcap is not None:  # chain rule through the head's transform: grad_u = grad_z * dz/du
+                    grad_z.mul_(dcap)
+                    del dcap
+                if scale != 1.0:
+                    grad_z.mul_(scale)
+                if need_h:
+                    if fused_h:
+                        grad_h[s:e].addmm_(grad_z, w_j)
+                    else:
+                        grad_h[s:e] += grad_z.to(weight.dtype) @ w_j
+                if need_w:
+                    grad_w[v0:v1].addmm_(grad_z.t(), h.to(acc))
+                if need_b:
+                    grad_b[v0:v1] += grad_z.sum(0)
+                del grad_z
         return (
-            grad_h,
+            grad_h.to(hidden.dtype) if need_h else None,
             grad_w.to(weight.dtype) if need_w else None,
             grad_b.to(bias.dtype) if need_b else None,
             None, None, None, None, None, None, None,
@@ -309,9 +379,9 @@ def chunked_sequence_stats(
     `reverse_kl`. Gradients flow to hidden, weight and bias through `logps`, `kl` and `token_logps`; `ref_logps`,
     `reverse_kl` and `entropy` are computed without gradient.
 
-    Tile size: `tile_tokens` -- as many scored tokens as keep one tile's live [tokens, V] temporaries (policy and
-    reference, forward and backward) within `chunk_bytes` (None: no budget), at most `chunk_size`. Values and
-    gradients do not depend on either beyond rounding.
+    Tile size: `tile_shape` -- up to `chunk_size` scored tokens by as many vocabulary entries as keep one tile's
+    live temporaries (policy and reference, forward and backward) within `chunk_bytes` (None: no budget, whole
+    rows). Values and gradients do not depend on either beyond rounding.
     """
     if (kl or reverse_kl) and ref_hidden is None:
         raise ValueError("kl / reverse_kl need ref_hidden and ref_weight")
@@ -323,13 +393,13 @@ def chunked_sequence_stats(
         raise ValueError(f"chunk_bytes must be >= 1 or None, got {chunk_bytes}")
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     live = _live_tiles(kl=kl, reverse_kl=reverse_kl, entropy=entropy, backward=grad, softcap=softcap is not None)
-    tokens = tile_tokens(weight.shape[0], _bytes_per_logit(hidden, weight, live), chunk_bytes, chunk_size)
+    tile = tile_shape(weight.shape[0], _bytes_per_logit(hidden, weight, live), chunk_bytes, chunk_size)
     targets, mask = shift_labels(labels, ignore_index=ignore_index)
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(mask)[mask]
     h = _flatten_scored(hidden, mask)
     h_ref = _flatten_scored(ref_hidden, mask) if ref_hidden is not None else None
     lp, tok_kl, ref_lp, ent, rkl, lss = _LinearTokenStats.apply(
-        h, weight, bias, targets[mask], h_ref, ref_weight, ref_bias, tokens, (kl, reverse_kl, entropy, log_sum_sq),
+        h, weight, bias, targets[mask], h_ref, ref_weight, ref_bias, tile, (kl, reverse_kl, entropy, log_sum_sq),
         (float(scale), softcap, float(ref_scale), ref_softcap),
     )
     batch = labels.shape[0]
@@ -413,13 +483,25 @@ def chunked_argmax(hidden: Tensor, weight: Tensor, *, bias: Tensor | None = None
                    chunk_bytes: int | None = DEFAULT_CHUNK_BYTES) -> Tensor:
     """Greedy next-token guess at every position without full logits: hidden [B, T, H], weight [V, H] -> [B, T].
 
-    One [tokens, V] tile at a time, sized as in `chunked_sequence_stats` (`tile_tokens`, one live tile). The
+    One tile at a time, sized as in `chunked_sequence_stats` (`tile_shape`, one live tile); across vocabulary
+    slices a later slice wins only when strictly greater, so ties go to the lowest index as in torch.argmax. The
     head's transform is applied too: it is monotone, but a softcap can saturate distinct logits into ties."""
     flat = hidden.reshape(-1, hidden.shape[-1])
-    tokens = tile_tokens(weight.shape[0], _bytes_per_logit(hidden, weight, 1), chunk_bytes, chunk_size)
+    tokens, width = tile_shape(weight.shape[0], _bytes_per_logit(hidden, weight, 1), chunk_bytes, chunk_size)
     out = torch.empty(flat.shape[0], dtype=torch.long, device=hidden.device)
     for s in range(0, flat.shape[0], tokens):
-        out[s : s + tokens] = head_logits(flat[s : s + tokens], weight, bias, scale, softcap).argmax(-1)
+        best = guess = None
+        for v0, v1 in _slices(weight.shape[0], width):
+            z = head_logits(flat[s : s + tokens], *_slice_w(weight, bias, v0, v1), scale, softcap)
+            index = z.argmax(-1, keepdim=True)
+            value, index = z.gather(-1, index).squeeze(-1), index.squeeze(-1) + v0
+            del z
+            if best is None:
+                best, guess = value, index
+            else:
+                better = value > best
+                best, guess = torch.where(better, value, best), torch.where(better, index, guess)
+        out[s : s + tokens] = guess
     return out.view(hidden.shape[:-1])
 
 
@@ -430,5 +512,5 @@ __all__ = [
     "chunked_sequence_stats",
     "head_logits",
     "plain_sequence_stats",
-    "tile_tokens",
+    "tile_shape",
 ]

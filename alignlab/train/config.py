@@ -254,9 +254,9 @@ class ModelConfig(_Section):
     mixed_precision: str = _key("no", "autocast precision", ("no", "bf16", "fp16"))
     gradient_checkpointing: bool = _key(False, "recompute activations in backward")
     chunked_ops: bool = _key(True, "log-probs and KL from hidden states in token chunks (false: full logits)")
-    chunk_size: int = _key(1024, "most tokens per tile of the vocabulary projection (tiles are sized by chunk_mib)")
-    chunk_mib: int = _key(64, "memory budget of one tile of the chunked ops in MiB: its [tokens, V] temporaries "
-                              "(policy and reference) stay within it; raise it on a GPU for speed")
+    chunk_size: int = _key(1024, "most tokens per tile of the vocabulary projection (slices are sized by chunk_mib)")
+    chunk_mib: int = _key(8, "memory budget of one tile of the chunked ops in MiB: its [tokens, vocabulary slice] "
+                             "temporaries (policy and reference) stay within it; raise it on a GPU for speed")
     prefix_sharing: bool = _key(True, "paired methods: each pair's prompt runs once ([prompt; chosen; rejected] under "
                                       "a block attention mask, exact); a model that cannot: padded batches, one line")
     packing: bool = _key(False, "pack sequences (pairs, with prefix_sharing) into rows without padding; attention "

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alignlab.ops import chunked, chunked_argmax, chunked_sequence_stats, plain_sequence_stats, tile_tokens
+from alignlab.ops import chunked, chunked_argmax, chunked_sequence_stats, plain_sequence_stats, tile_shape
 
 FIELDS = ("logps", "ref_logps", "kl", "reverse_kl", "entropy", "lengths", "token_logps", "ref_token_logps",
           "log_sum_sq")
@@ -213,56 +213,61 @@ def test_log_sum_sq_and_ref_token_logps_against_float64():
 MIB = 2**20
 
 
-def test_tile_tokens_known_values():
-    """64 MiB over 8 bytes per logit (two live fp32 tiles): 64 tokens at 131k, 256 at 32k, the 1024 cap at 8k."""
-    assert tile_tokens(131072, 8, 64 * MIB, 1024) == 64
-    assert tile_tokens(32768, 8, 64 * MIB, 1024) == 256
-    assert tile_tokens(8192, 8, 64 * MIB, 1024) == 1024
-    assert tile_tokens(131072, 4, 64 * MIB, 1024) == 128
-    assert tile_tokens(131072, 8, 1, 1024) == 1  # a budget below one row still runs, one token at a time
-    assert tile_tokens(131072, 8, None, 300) == 300  # no budget: the token cap alone
+def test_tile_shape_known_values():
+    """8 MiB: 1024 tokens by 1024 entries with two live fp32 tiles, by 2048 with one; whole rows when they fit."""
+    assert tile_shape(131072, 8, 8 * MIB, 1024) == (1024, 1024)
+    assert tile_shape(131072, 4, 8 * MIB, 1024) == (1024, 2048)
+    assert tile_shape(1024, 4, 8 * MIB, 1024) == (1024, 1024)  # whole rows
+    assert tile_shape(131072, 4, 16 * 128 * 4, 1024) == (16, 128)  # below 128 entries, fewer tokens instead
+    assert tile_shape(131072, 8, 1, 1024) == (1, 1)  # a budget below one logit still runs, one at a time
+    assert tile_shape(131072, 8, None, 300) == (300, 131072)  # no budget: the token cap alone, whole rows
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(vocab=st.integers(1, 300_000), per_logit=st.integers(1, 20), budget=st.integers(1, 2**32),
        cap=st.integers(1, 4096))
-def test_tile_tokens_is_the_largest_tile_within_budget(vocab, per_logit, budget, cap):
-    tokens = tile_tokens(vocab, per_logit, budget, cap)
-    assert 1 <= tokens <= cap
-    assert tokens == 1 or tokens * vocab * per_logit <= budget
-    assert tokens == cap or (tokens + 1) * vocab * per_logit > budget
-    assert tile_tokens(2 * vocab, per_logit, budget, cap) <= tokens  # shrinks as the vocabulary grows
+def test_tile_shape_is_the_largest_tile_within_budget(vocab, per_logit, budget, cap):
+    tokens, width = tile_shape(vocab, per_logit, budget, cap)
+    assert 1 <= tokens <= cap and 1 <= width <= vocab
+    assert tokens * width * per_logit <= budget or (tokens, width) == (1, 1)
+    if cap * vocab * per_logit <= budget:
+        assert (tokens, width) == (cap, vocab)  # whole rows whenever they fit
+    assert width == vocab or tokens * (width + 1) * per_logit > budget  # the widest slice for its tokens
+    # all the tokens unless a slice of chunked.MIN_SLICE entries would not fit them
+    assert tokens == cap or cap * min(vocab, chunked.MIN_SLICE) * per_logit > budget
 
 
-def _tile_rows(monkeypatch, fn, *args, **kwargs):
-    """Runs fn(*args, **kwargs), its backward where it has one, and returns the largest number of rows given to
-    one call of the output head (the tile size) and the result."""
-    rows, head = [], chunked.head_logits
+def _tiles(monkeypatch, fn, *args, **kwargs):
+    """Runs fn(*args, **kwargs), its backward where it has one, and returns the (rows, vocabulary entries) of
+    every call of the output head (the tiles) and the result."""
+    shapes, head = [], chunked.head_logits
 
-    def spy(h, *a, **k):
-        rows.append(h.shape[0])
-        return head(h, *a, **k)
+    def spy(h, w, *a, **k):
+        shapes.append((h.shape[0], w.shape[0]))
+        return head(h, w, *a, **k)
 
     monkeypatch.setattr(chunked, "head_logits", spy)
     out = fn(*args, **kwargs)
     if isinstance(out, chunked.SequenceStats) and out.logps.requires_grad:
         out.logps.sum().backward()
-    return max(rows), out
+    return shapes, out
 
 
 @pytest.mark.parametrize("kl,softcap,per_logit", [(False, None, 4), (True, None, 8), (True, 5.0, 12)])
-def test_tiles_follow_the_budget_and_shrink_with_vocab(monkeypatch, kl, softcap, per_logit):
-    """Tokens per tile = the budget over V x 4 bytes x the live fp32 tiles: 1 for log-probs with the reference's
-    (each tile becomes its probabilities in place), 2 with the forward KL, 3 with a soft cap's derivative."""
-    budget, seen = 48 * 4 * 64, []
-    for vocab in (64, 128, 256):
+def test_tiles_follow_the_budget_as_the_vocabulary_grows(monkeypatch, kl, softcap, per_logit):
+    """Tiles = tokens x vocabulary entries within the budget, over 4 bytes x the live fp32 tiles: 1 for log-probs
+    with the reference's (each tile becomes its probabilities in place), 2 with the forward KL, 3 with a soft
+    cap's derivative. A larger vocabulary is cut into more slices; the tile's bytes stay within the budget."""
+    budget = 48 * 4 * 64
+    for vocab in (64, 128, 256, 1024):
         h, w, _, hr, wr, labels = _problem(1, batch=4, length=30, vocab=vocab, prompt=1)
-        tokens, _ = _tile_rows(monkeypatch, chunked_sequence_stats, h, w, labels, ref_hidden=hr, ref_weight=wr,
-                               kl=kl, softcap=softcap, chunk_bytes=budget, chunk_size=10_000)
-        assert tokens == budget // (vocab * per_logit)
-        seen.append(tokens)
+        shapes, _ = _tiles(monkeypatch, chunked_sequence_stats, h, w, labels, ref_hidden=hr, ref_weight=wr,
+                           kl=kl, softcap=softcap, chunk_bytes=budget, chunk_size=10_000)
+        tokens, width = tile_shape(vocab, per_logit, budget, 10_000)
+        assert max(r for r, _ in shapes) == tokens and max(c for _, c in shapes) == width
+        assert max(r * c for r, c in shapes) * per_logit <= budget
+        assert sum(c for r, c in shapes if r == tokens) % vocab == 0  # every slice of each full tile, once
         monkeypatch.undo()
-    assert seen[0] > seen[1] > seen[2]
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
@@ -288,8 +293,19 @@ def test_budget_changes_neither_values_nor_gradients(dtype, tol, softcap):
 
 def test_argmax_tiles_follow_the_budget(monkeypatch):
     h, w, b, _, _, _ = _problem(9, bias=True)
-    tokens, guess = _tile_rows(monkeypatch, chunked_argmax, h, w, bias=b, chunk_bytes=1)
-    assert tokens == 1 and torch.equal(guess, (h @ w.t() + b).argmax(-1))
+    shapes, guess = _tiles(monkeypatch, chunked_argmax, h, w, bias=b, chunk_bytes=1)
+    assert set(shapes) == {(1, 1)} and torch.equal(guess, (h @ w.t() + b).argmax(-1))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 4 * 5, 4 * 16, None])
+def test_argmax_ties_across_slices_go_to_the_lowest_index(chunk_bytes):
+    """Logits tied between vocabulary slices: the first index wins, as torch.argmax over the whole row."""
+    w = torch.zeros(37, 4)
+    w[[3, 20, 36], 0] = 1.0  # three tied maxima in different slices
+    w[[5, 30], 1] = 2.0  # and two more for the second token
+    h = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]])
+    guess = chunked_argmax(h, w, chunk_bytes=chunk_bytes, chunk_size=2)
+    assert guess.tolist() == [[3, 5, 0]] == (h @ w.t()).argmax(-1).tolist()
 
 
 def test_bad_budget_is_an_error():

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from alignlab.errors import ConfigError
+from alignlab.ops import DEFAULT_CHUNK_BYTES
 from alignlab.train import Trainer, load_config, train
 from alignlab.train import checkpoint as ckpt
 from alignlab.train.metrics import read_metrics
@@ -393,5 +394,5 @@ def test_the_tile_budget_reaches_the_ops(small, monkeypatch):
     assert seen and set(seen) == {2**20}
     seen.clear()
     default = Trainer(load_config(base=small("tdpo2", max_steps=1))).train_step(0)
-    assert set(seen) == {64 * 2**20}
+    assert set(seen) == {DEFAULT_CHUNK_BYTES}  # the config's default is the ops' own
     assert small_budget["loss"] == pytest.approx(default["loss"], rel=1e-6)
