@@ -10,7 +10,8 @@ on a token boundary, so TRL (joint prompt + response encoding) and alignlab (sep
 token ids, which the benchmark checks. With --data FILE, --pairs pairs of a data file instead (evenly spaced lines;
 the bundled samples by name, e.g. pairs.jsonl or pairs_hh.jsonl), max_length --length.
 
-What is timed, one optimizer step each (forward, backward, clipping at 1.0, AdamW at lr 5e-7, schedule):
+What is timed, one optimizer step each (forward, backward, clipping at 1.0, AdamW at lr 5e-7 -- torch's fused
+kernel for every method, transformers' own default and alignlab's -- schedule):
 
 - trl_dpo: TRL DPOTrainer (batch --pairs, accumulation 1, beta 0.1, reference = a second copy of the model, no
   precomputed reference, no eval/saving/logging, no gradient checkpointing); the time from on_step_begin to
@@ -269,7 +270,7 @@ def minimal_runner(kind: str, model_dir: Path, data_path: Path, length: int) -> 
     policy.train()
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
     batch, _ = preference_batch(model_dir, data_path, length)
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     b = ids.shape[0] // 2
@@ -316,7 +317,7 @@ def trl_trainer(model_dir: Path, data_path: Path, out_dir: Path, max_steps: int,
     ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     args = DPOConfig(
         output_dir=str(out_dir), per_device_train_batch_size=N_PAIRS, gradient_accumulation_steps=1,
-        max_length=length, beta=BETA, learning_rate=LR, max_grad_norm=MAX_GRAD_NORM, optim="adamw_torch",
+        max_length=length, beta=BETA, learning_rate=LR, max_grad_norm=MAX_GRAD_NORM, optim="adamw_torch_fused",
         weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, lr_scheduler_type="constant",
         max_steps=max_steps, logging_strategy="no", save_strategy="no", eval_strategy="no", report_to="none",
         dataloader_num_workers=0, bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=False,
@@ -537,7 +538,7 @@ def estimate_peak_mib(name: str, vocab: int, length: int, width: int) -> float:
     """A worker's resident peak, MiB, estimated before running it: the interpreter and libraries, the weights of
     policy and reference, gradients and AdamW moments, AdamW's two [V, H] temporaries, the policy's saved
     activations (24 floats per token, layer and hidden unit, over 2 x pairs rows of `length` tokens) and the
-    vocabulary tiles (TRL: 8 buffers of up to 4096 tokens x 32768 entries; alignlab: 4 of its 64 MiB budget; full
+    vocabulary tiles (TRL: 8 buffers of up to 4096 tokens x 32768 entries; alignlab: 4 of its 8 MiB budget; full
     logits: 4 [rows, length, V] tensors). The constants come from the 131072 x 1024 cell measured on a CPU."""
     tokens = 2 * N_PAIRS * length
     weights = 5 * 4 * n_params(vocab, width) + 2 * 4 * vocab * width
@@ -547,7 +548,7 @@ def estimate_peak_mib(name: str, vocab: int, length: int, width: int) -> float:
     elif name == "minimal_full_logits":
         head = 4 * tokens * vocab * 4
     else:
-        head = 4 * 64 * MIB
+        head = 4 * 8 * MIB
     return (weights + trunk + head) / MIB + 450
 
 
