@@ -147,7 +147,7 @@ def main() -> None:
     p.add_argument("--paths", nargs="+", choices=list(PATHS), default=["plain", "chunked"])
     p.add_argument("--pairs", type=int, default=2)
     p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--chunk-mib", type=float, default=64.0, help="the chunked path's budget, MiB")
+    p.add_argument("--chunk-mib", type=float, default=8.0, help="the chunked path's budget, MiB (alignlab's default)")
     p.add_argument("--chunk-size", type=int, default=1024, help="the chunked path's cap on tokens per tile")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)

@@ -207,17 +207,16 @@ class _LinearTokenStats(torch.autograd.Function):
                 lp[s:e] = torch.where(inside, z.gather(-1, col).squeeze(-1), lp[s:e])
                 p = None
                 if keep_z:
-                    part["lse"][:, j] = lse_j = torch.logsumexp(z, dim=-1)
+                    part["lse"][:, j] = torch.logsumexp(z, dim=-1)
                     if want_p:
                         p = torch.softmax(z, dim=-1)
                 else:
-                    part["lse"][:, j] = lse_j = _logsumexp_(z, probs=want_lss)
+                    part["lse"][:, j] = _logsumexp_(z, probs=want_lss)
                     p, z = (z if want_lss else None), None
                 if want_ent:
                     part["ent"][:, j] = _rowdot(p, z)
                 if want_lss:  # log sum_v p_v^2 >= -2 log V: no underflow
                     part["lss"][:, j] = _rowdot(p, p).log_()
-                del lse_j
                 if not need_d:
                     z = None
                 if not want_rkl:
@@ -233,8 +232,8 @@ class _LinearTokenStats(torch.autograd.Function):
                     part["lse_r"][:, j] = total.log() + m.squeeze(-1)
                     if want_rkl:
                         part["rkl"][:, j] = _rowdot(p, d)
-                    if want_kl:
-                        part["kl"][:, j] = _rowdot(zr, d).div_(total)
+                    if want_kl:  # d is spent after this: the product in its storage (einsum's bmm is ~5x slower)
+                        part["kl"][:, j] = d.mul_(zr).sum(-1).div_(total)
                     del zr, d, m, total
                 del z, p
             # the slices' normalisers combine into the row's; w_j = exp(lse_j - lse) weighs slice j's expectations

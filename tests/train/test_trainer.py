@@ -396,3 +396,12 @@ def test_the_tile_budget_reaches_the_ops(small, monkeypatch):
     default = Trainer(load_config(base=small("tdpo2", max_steps=1))).train_step(0)
     assert set(seen) == {DEFAULT_CHUNK_BYTES}  # the config's default is the ops' own
     assert small_budget["loss"] == pytest.approx(default["loss"], rel=1e-6)
+
+
+def test_adamw_is_torchs_fused_kernel(small):
+    """Unsharded AdamW runs torch's fused kernel (transformers' default; the speed is in BENCHMARKS.md)."""
+    trainer = Trainer(load_config(base=small("dpo", max_steps=1)))
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper, if any
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"] is True
+    rmsprop = Trainer(load_config(base=small("dpo", max_steps=1, optimizer="rmsprop"))).optimizer
+    assert isinstance(getattr(rmsprop, "optimizer", rmsprop), torch.optim.RMSprop)
