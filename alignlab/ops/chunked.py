@@ -93,7 +93,7 @@ def tile_shape(vocab_size: int, bytes_per_logit: int, chunk_bytes: int | None = 
 
 
 def _live_tiles(*, kl: bool, reverse_kl: bool, entropy: bool, backward: bool, softcap: bool) -> int:
-    """[tokens, V] tiles alive at once at the chunked path's peak (see the module docstring)."""
+    """[tokens, slice] tiles alive at once at the chunked path's peak (see the module docstring)."""
     # forward: the policy tile; z kept beside its logsumexp (a transient tile) when the entropy or the difference
     # with the reference needs it; p beside z and the reference tile for the reverse KL
     keep_z = kl or reverse_kl or entropy
