@@ -394,6 +394,13 @@ def _rows_hidden(trunk: nn.Module, layout: PackedLayout, longest: int, inputs_em
                  inputs_embeds=inputs_embeds, position_ids=layout.position_ids)
 
 
+def _head_rows(lm: nn.Module) -> int | None:
+    """Rows of a model's output layer, read without gathering it (a DTensor's shape is the global one)."""
+    layer = base_model(lm).get_output_embeddings()
+    weight = getattr(layer, "weight", None)
+    return None if weight is None else int(weight.shape[0])
+
+
 def _hidden(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, inputs_embeds: Tensor | None,
             layout: PackedLayout | None) -> Tensor:
     """Final hidden states of the logical batch [B, T, H], from its padded rows or from its packed layout."""
@@ -427,15 +434,16 @@ def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
         # the reference first: its forward's temporaries are freed before the policy's activations exist, so
         # they never add to the policy's peak (only its [B, T, H] hidden states stay)
         ref_head = ref.head().detach()
+        rows = _head_rows(unwrap_trunk(trunk).lm)
+        if rows is not None and ref_head.weight.shape[0] != rows:  # before any id reaches the reference
+            raise ConfigError(f"the reference model's output layer has {ref_head.weight.shape[0]} rows but the "
+                              f"policy's has {rows}; policy and reference need one vocabulary")
         with torch.no_grad():
             kwargs["ref_hidden"] = _hidden(ref, input_ids, attention_mask, None, layout).to(ref_head.weight.device)
         kwargs.update(ref_head.ops_kwargs("ref_"))
     hidden = _hidden(trunk, input_ids, attention_mask, inputs_embeds, layout)
     head = unwrap_trunk(trunk).head()
     hidden = hidden.to(head.weight.device)  # a device map may put the last layer and the head apart
-    if ref is not None and kwargs["ref_weight"].shape[0] != head.weight.shape[0]:  # compared token by token
-        raise ConfigError(f"the reference model's output layer has {kwargs['ref_weight'].shape[0]} rows but the "
-                          f"policy's has {head.weight.shape[0]}; policy and reference need one vocabulary")
     kwargs.update(head.ops_kwargs())
     fn = chunked_sequence_stats if chunked else plain_sequence_stats
     return fn(hidden, labels=labels, chunk_size=chunk_size, chunk_bytes=chunk_bytes, kl=kl, reverse_kl=reverse_kl, entropy=entropy,

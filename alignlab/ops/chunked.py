@@ -135,17 +135,25 @@ def head_logits(h: Tensor, weight: Tensor, bias: Tensor | None = None, scale: fl
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
-    """sum_v a[i, v] b[i, v] -> [N], without materialising the product."""
-    return torch.einsum("iv,iv->i", a, b)
+    """sum_v a[i, v] b[i, v] -> [N], without materialising the product; in the tiles' own (fp32) precision, not
+    autocast's."""
+    with torch.autocast(a.device.type, enabled=False):
+        return torch.einsum("iv,iv->i", a, b)
+
+
+def _row_max(z: Tensor) -> Tensor:
+    """max_v z [N, 1], floored at the dtype's lowest finite value: a row (or slice) of -inf logits then gives
+    exp(z - max) = 0 and a logsumexp of -inf, as torch.logsumexp does, never NaN from -inf - (-inf)."""
+    return z.amax(-1, keepdim=True).clamp_(min=torch.finfo(z.dtype).min)
 
 
 def _logsumexp_(z: Tensor, probs: bool) -> Tensor:
     """logsumexp(z) [N] of logits z [N, V], computed in z's storage: no second [N, V] tile (torch.logsumexp and
     torch.softmax each allocate one). z is left holding softmax(z) if `probs`, else spent (exp(z - max))."""
-    m = z.amax(-1, keepdim=True)
+    m = _row_max(z)
     s = z.sub_(m).exp_().sum(-1, keepdim=True)
-    if probs:
-        z.div_(s)
+    if probs:  # an all -inf slice has s = 0 and stays 0 (its weight in the row is 0 too)
+        z.div_(s.clamp(min=torch.finfo(s.dtype).tiny))
     return (s.log_() + m).squeeze(-1)
 
 
@@ -227,7 +235,7 @@ class _LinearTokenStats(torch.autograd.Function):
                     d = torch.sub(zr, z, out=z) if need_d else None  # zr - z, in z's storage (one pass)
                     z = None
                     # zr becomes exp(zr - m), q_j unnormalised: E_{q_j}[d] = (exp(zr - m) . d) / sum exp(zr - m)
-                    m = zr.amax(-1, keepdim=True)
+                    m = _row_max(zr)
                     total = zr.sub_(m).exp_().sum(-1)
                     part["lse_r"][:, j] = total.log() + m.squeeze(-1)
                     if want_rkl:
@@ -290,6 +298,7 @@ class _LinearTokenStats(torch.autograd.Function):
         for s in range(0, n, tokens):
             e = min(s + tokens, n)
             h, y = hidden[s:e], targets[s:e]
+            h_acc = h.to(acc) if need_w else None
             a = g_lp[s:e].to(acc)
             b = g_kl[s:e].to(acc) if g_kl is not None else None
             # the reference tile only where the KL has gradient (not TDPO2's chosen rows): one run of rows when
@@ -332,7 +341,7 @@ class _LinearTokenStats(torch.autograd.Function):
                     else:
                         grad_h[s:e] += grad_z.to(weight.dtype) @ w_j
                 if need_w:
-                    grad_w[v0:v1].addmm_(grad_z.t(), h.to(acc))
+                    grad_w[v0:v1].addmm_(grad_z.t(), h_acc)
                 if need_b:
                     grad_b[v0:v1] += grad_z.sum(0)
                 del grad_z
@@ -394,11 +403,15 @@ def chunked_sequence_stats(
     live = _live_tiles(kl=kl, reverse_kl=reverse_kl, entropy=entropy, backward=grad, softcap=softcap is not None)
     tile = tile_shape(weight.shape[0], _bytes_per_logit(hidden, weight, live), chunk_bytes, chunk_size)
     targets, mask = shift_labels(labels, ignore_index=ignore_index)
+    scored = targets[mask]
+    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= weight.shape[0]):
+        bad = scored[(scored < 0) | (scored >= weight.shape[0])][0]
+        raise ValueError(f"label id {int(bad)} is outside the output layer's {weight.shape[0]} rows")
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(mask)[mask]
     h = _flatten_scored(hidden, mask)
     h_ref = _flatten_scored(ref_hidden, mask) if ref_hidden is not None else None
     lp, tok_kl, ref_lp, ent, rkl, lss = _LinearTokenStats.apply(
-        h, weight, bias, targets[mask], h_ref, ref_weight, ref_bias, tile, (kl, reverse_kl, entropy, log_sum_sq),
+        h, weight, bias, scored, h_ref, ref_weight, ref_bias, tile, (kl, reverse_kl, entropy, log_sum_sq),
         (float(scale), softcap, float(ref_scale), ref_softcap),
     )
     batch = labels.shape[0]
@@ -498,7 +511,8 @@ def chunked_argmax(hidden: Tensor, weight: Tensor, *, bias: Tensor | None = None
             if best is None:
                 best, guess = value, index
             else:
-                better = value > best
+                # a NaN is the maximum, as for torch.argmax: the first one wins
+                better = (value > best) | (value.isnan() & ~best.isnan())
                 best, guess = torch.where(better, value, best), torch.where(better, index, guess)
         out[s : s + tokens] = guess
     return out.view(hidden.shape[:-1])

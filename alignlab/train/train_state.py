@@ -171,7 +171,12 @@ def load(directory: Path, trunk: nn.Module, optimizer: torch.optim.Optimizer, *,
     for key, value in meta["optimizer_scalars"].items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # which kernel steps (fused / foreach) is this run's choice, not the saved one's: a checkpoint written by the
+    # per-tensor loop resumes on the fused kernel (load_state_dict would otherwise take the saved flags)
+    kernel = ("fused", "foreach")
+    groups = [{**saved, **{k: live[k] for k in kernel if k in live}}
+              for saved, live in zip(meta["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
     if scaler is not None:
         scaler.load_state_dict(meta["scaler"])
     with safe_open(str(directory / f"rng-rank{rank}.safetensors"), framework="pt") as f:

@@ -234,14 +234,16 @@ def test_precomputed_reference_is_exact_on_a_transformed_head(family, saved, tmp
     torch.testing.assert_close(trainer.ref_table[:, 1], want[b:], rtol=1e-5, atol=1e-5)
 
 
-def test_a_reference_over_another_vocabulary_is_refused(batch):
-    """Log-ratios and KL compare policy and reference token by token: the scorer refuses a mismatch itself."""
+@pytest.mark.parametrize("vocab", [4100, 64])
+def test_a_reference_over_another_vocabulary_is_refused(batch, vocab):
+    """Log-ratios and KL compare policy and reference token by token: the scorer refuses a mismatch itself, before
+    any id reaches the reference (a smaller table would fail on the ids with an index error)."""
     import transformers
 
     from tests.models.families import tiny_config
 
     config = tiny_config("llama")
-    config.vocab_size = 4100
+    config.vocab_size = vocab
     other = transformers.AutoModelForCausalLM.from_config(config).eval()
     collated = batch[1]
     with pytest.raises(ConfigError, match="one vocabulary"):

@@ -312,3 +312,36 @@ def test_bad_budget_is_an_error():
     h, w, _, _, _, labels = _problem(0)
     with pytest.raises(ValueError, match="chunk_bytes"):
         chunked_sequence_stats(h, w, labels, chunk_bytes=0)
+
+
+def test_a_slice_of_minus_inf_logits_is_not_nan():
+    """A vocabulary slice whose logits are all -inf (a -inf bias on a block of entries) adds nothing to the row's
+    normaliser: log-probs, the reference's and log sum p^2 equal the whole-row tile's, finite."""
+    h, w, b, hr, wr, labels = _problem(4, bias=True, vocab=37)
+    labels = labels.masked_fill((labels >= 16) & (labels < 21), 3)  # no target on a -inf entry
+    b = b.detach().clone()
+    b[16:21] = float("-inf")
+    out = []
+    for chunk_bytes in (4 * 4 * 5, None):  # slices of 5 entries (one of them all -inf), or whole rows
+        s = chunked_sequence_stats(h.detach(), w.detach(), labels, bias=b, ref_hidden=hr, ref_weight=wr, ref_bias=b,
+                                   log_sum_sq=True, chunk_size=4, chunk_bytes=chunk_bytes)
+        out.append(s)
+    for field in ("logps", "ref_logps", "log_sum_sq"):
+        assert torch.isfinite(getattr(out[0], field)).all()
+        torch.testing.assert_close(getattr(out[0], field), getattr(out[1], field), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [37, 40, -7])
+def test_a_label_outside_the_vocabulary_is_an_error(bad):
+    h, w, _, _, _, labels = _problem(0, vocab=37)
+    labels[0, 5] = bad
+    with pytest.raises(ValueError, match=f"label id {bad} is outside the output layer's 37 rows"):
+        chunked_sequence_stats(h, w, labels)
+
+
+def test_argmax_takes_a_nan_as_torch_argmax_does():
+    h, w, _, _, _, _ = _problem(3, vocab=37)
+    w = w.detach().clone()
+    w[20, 0] = float("nan")  # a NaN logit in a later slice, for every token with h[..., 0] != 0
+    guess = chunked_argmax(h.detach(), w, chunk_bytes=4 * 5, chunk_size=2)
+    assert torch.equal(guess, (h.detach() @ w.t()).argmax(-1))

@@ -86,3 +86,18 @@ def test_a_deepspeed_checkpoint_is_not_resumable(tmp_path):
     model, _ = _trained(torch.optim.AdamW)
     train_state.save(tmp_path, model, None, rank=0, world=1, is_main=True, sharded=False)
     assert "DeepSpeed" in train_state.resume_problem(tmp_path, world=1, sharded=False)
+
+
+def test_the_running_optimizers_kernel_wins_over_the_saved_one(tmp_path):
+    """A checkpoint written by AdamW's per-tensor loop resumes on the fused kernel the run asked for (and the
+    reverse), with the same moments: which kernel steps is the run's choice, not the checkpoint's."""
+    model, optimizer = _trained(torch.optim.AdamW)  # the per-tensor loop (fused None)
+    train_state.save(tmp_path, model, optimizer, rank=0, world=1, is_main=True, sharded=False)
+    fresh = _Tied()
+    fused = torch.optim.AdamW(fresh.parameters(), lr=1e-2, fused=True)
+    train_state.load(tmp_path, fresh, fused, rank=0, world=1)
+    assert fused.param_groups[0]["fused"] is True
+    for a, b in zip(optimizer.state.values(), fused.state.values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and float(a["step"]) == float(b["step"])
+    fresh(torch.arange(11)).logsumexp(-1).sum().backward()
+    fused.step()  # the fused kernel takes the loaded state as it is
