@@ -313,7 +313,8 @@ def generate(
 
     temperature: 0 is greedy (the n samples are then identical); top_k: 0 disables it; top_p: 1 disables it.
     batch_size: rows (sequences) per generate call and per scoring forward; it bounds the [rows, T, V] logits.
-    Each record: prompt_index, sample_index, prompt, completion (text, no EOS), completion_ids (with the EOS
+    Each record: prompt_index, sample_index, prompt, prompt_ids (the ids the model continued), completion
+    (text, no EOS), completion_ids (with the EOS
     when one was generated), num_tokens (= len(completion_ids), the scored positions), finished (ended with
     EOS), logp, entropy, and with ref_model: ref_logp, kl_sample, kl_forward, kl_reverse (module docstring).
     score=False skips the teacher-forced pass (no statistics; ref_model is then not allowed): for callers that
@@ -352,6 +353,7 @@ def generate(
                     "prompt_index": i,
                     "sample_index": s,
                     "prompt": prompts[i],
+                    "prompt_ids": prompt_ids[i],
                     "completion": tokenizer.decode(
                         text_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
                     ),

@@ -446,8 +446,8 @@ def sequence_stats(trunk: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
     hidden = hidden.to(head.weight.device)  # a device map may put the last layer and the head apart
     kwargs.update(head.ops_kwargs())
     fn = chunked_sequence_stats if chunked else plain_sequence_stats
-    return fn(hidden, labels=labels, chunk_size=chunk_size, chunk_bytes=chunk_bytes, kl=kl, reverse_kl=reverse_kl, entropy=entropy,
-              return_token_logps=token_logps, log_sum_sq=log_sum_sq, **kwargs)
+    return fn(hidden, labels=labels, chunk_size=chunk_size, chunk_bytes=chunk_bytes, kl=kl, reverse_kl=reverse_kl,
+              entropy=entropy, return_token_logps=token_logps, log_sum_sq=log_sum_sq, **kwargs)
 
 
 @torch.no_grad()

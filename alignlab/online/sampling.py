@@ -18,7 +18,6 @@ import torch
 
 from alignlab.data.chat import render_messages
 from alignlab.data.prompts import PromptItem
-from alignlab.data.tokenization import encode_prompt
 from alignlab.diagnostics.generation import generate
 from alignlab.errors import ConfigError
 from alignlab.judges.interface import checked_rewards, judge_name
@@ -63,7 +62,6 @@ def sample_and_judge(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[P
     `prompts`, sample_index) that seeded its sampler.
     """
     texts = [prompt_text(tokenizer, item.prompt) for item in prompts]
-    ids = [encode_prompt(tokenizer, text) for text in texts]  # as generate encodes them
     records = generate(model, tokenizer, texts, n=n, temperature=temperature, top_p=top_p, top_k=top_k,
                        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, score=False)
     rewards = judge_rewards(judge, [r["prompt"] for r in records], [r["completion"] for r in records])
@@ -71,7 +69,7 @@ def sample_and_judge(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[P
     for record, reward in zip(records, rewards):
         position = record["prompt_index"]
         samples.append({"prompt_index": prompt_indices[position], "sample_index": record["sample_index"],
-                        "prompt": prompts[position].prompt, "prompt_ids": ids[position],
+                        "prompt": prompts[position].prompt, "prompt_ids": record["prompt_ids"],
                         "completion": record["completion"],
                         "completion_ids": record["completion_ids"], "num_tokens": record["num_tokens"],
                         "finished": record["finished"], "reward": reward,

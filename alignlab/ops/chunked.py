@@ -147,14 +147,15 @@ def _row_max(z: Tensor) -> Tensor:
     return z.amax(-1, keepdim=True).clamp_(min=torch.finfo(z.dtype).min)
 
 
-def _logsumexp_(z: Tensor, probs: bool) -> Tensor:
-    """logsumexp(z) [N] of logits z [N, V], computed in z's storage: no second [N, V] tile (torch.logsumexp and
-    torch.softmax each allocate one). z is left holding softmax(z) if `probs`, else spent (exp(z - max))."""
+def _logsumexp_(z: Tensor, probs: bool) -> tuple[Tensor, Tensor]:
+    """(logsumexp(z) [N], sum_v exp(z - max) [N]) of logits z [N, V], computed in z's storage: no second [N, V]
+    tile (torch.logsumexp and torch.softmax each allocate one). z is left holding softmax(z) if `probs`, else
+    exp(z - max), the softmax up to that sum."""
     m = _row_max(z)
     s = z.sub_(m).exp_().sum(-1, keepdim=True)
     if probs:  # an all -inf slice has s = 0 and stays 0 (its weight in the row is 0 too)
         z.div_(s.clamp(min=torch.finfo(s.dtype).tiny))
-    return (s.log_() + m).squeeze(-1)
+    return (s.log() + m).squeeze(-1), s.squeeze(-1)
 
 
 def _stat_dtype(x: Tensor) -> torch.dtype:
@@ -219,7 +220,7 @@ class _LinearTokenStats(torch.autograd.Function):
                     if want_p:
                         p = torch.softmax(z, dim=-1)
                 else:
-                    part["lse"][:, j] = _logsumexp_(z, probs=want_lss)
+                    part["lse"][:, j] = _logsumexp_(z, probs=want_lss)[0]
                     p, z = (z if want_lss else None), None
                 if want_ent:
                     part["ent"][:, j] = _rowdot(p, z)
@@ -235,14 +236,12 @@ class _LinearTokenStats(torch.autograd.Function):
                     d = torch.sub(zr, z, out=z) if need_d else None  # zr - z, in z's storage (one pass)
                     z = None
                     # zr becomes exp(zr - m), q_j unnormalised: E_{q_j}[d] = (exp(zr - m) . d) / sum exp(zr - m)
-                    m = _row_max(zr)
-                    total = zr.sub_(m).exp_().sum(-1)
-                    part["lse_r"][:, j] = total.log() + m.squeeze(-1)
+                    part["lse_r"][:, j], total = _logsumexp_(zr, probs=False)
                     if want_rkl:
                         part["rkl"][:, j] = _rowdot(p, d)
                     if want_kl:  # d is spent after this: the product in its storage (einsum's bmm is ~5x slower)
                         part["kl"][:, j] = d.mul_(zr).sum(-1).div_(total)
-                    del zr, d, m, total
+                    del zr, d, total
                 del z, p
             # the slices' normalisers combine into the row's; w_j = exp(lse_j - lse) weighs slice j's expectations
             lse[s:e] = torch.logsumexp(part["lse"], dim=-1)
@@ -404,9 +403,9 @@ def chunked_sequence_stats(
     tile = tile_shape(weight.shape[0], _bytes_per_logit(hidden, weight, live), chunk_bytes, chunk_size)
     targets, mask = shift_labels(labels, ignore_index=ignore_index)
     scored = targets[mask]
-    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= weight.shape[0]):
-        bad = scored[(scored < 0) | (scored >= weight.shape[0])][0]
-        raise ValueError(f"label id {int(bad)} is outside the output layer's {weight.shape[0]} rows")
+    outside = scored[(scored < 0) | (scored >= weight.shape[0])]  # one host sync; the slices would clamp them
+    if outside.numel():
+        raise ValueError(f"label id {int(outside[0])} is outside the output layer's {weight.shape[0]} rows")
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(mask)[mask]
     h = _flatten_scored(hidden, mask)
     h_ref = _flatten_scored(ref_hidden, mask) if ref_hidden is not None else None

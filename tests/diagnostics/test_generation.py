@@ -188,6 +188,7 @@ def test_statistics_match_ops_and_float64_reference(model, ref_model, tokenizer)
         assert record["kl_sample"] == pytest.approx(record["logp"] - record["ref_logp"], abs=1e-4)
         assert record["num_tokens"] == len(record["completion_ids"]) == 8
         assert record["completion"] == tokenizer.decode(record["completion_ids"])
+        assert record["prompt_ids"] == ref["ids"][0, : ref["prompt_len"]].tolist()  # the ids it continued
 
 
 def test_kl_is_zero_against_the_same_model(model, tokenizer):
